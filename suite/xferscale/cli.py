@@ -1,0 +1,53 @@
+"""The ``xferscale`` command: one entry point, one module per subcommand.
+
+Subcommand modules live in :mod:`xferscale.commands` and expose
+``add_arguments(parser)`` and ``run(args) -> int``; only the module of the subcommand
+being run is imported, so ``xferscale --help`` stays fast.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from xferscale import __version__
+
+COMMANDS: dict[str, str] = {
+    "pretrain": "pre-train a BiT ResNet on a source dataset (default: a 1-minute CPU run)",
+    "transfer": "fine-tune a checkpoint on a target with the BiT-HyperRule, full- and few-shot",
+    "prepare": "convert a dataset from its public raw layout into manifests and shards",
+    "bench": "benchmark kernels: train-step, loader and all-reduce throughput",
+    "report": "tables and figures: transfer results beside the paper, scaling from perflogs",
+    "hyperrule": "print what the BiT-HyperRule picks for a target, as JSON",
+    "slurm": "write a ready sbatch script for JUWELS Booster",
+}
+
+
+def _top_parser() -> argparse.ArgumentParser:
+    lines = "\n".join(f"  {name:<10} {text}" for name, text in COMMANDS.items())
+    return argparse.ArgumentParser(
+        prog="xferscale",
+        description="Large-scale pre-training and transfer, reproduced and benchmarked.",
+        epilog=f"commands:\n{lines}\n\nRun `xferscale COMMAND --help` for a command's options.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    top = _top_parser()
+    top.add_argument("--version", action="version", version=f"xferscale {__version__}")
+    top.add_argument("command", choices=sorted(COMMANDS), metavar="COMMAND")
+    if not argv or argv[0] not in COMMANDS:
+        top.parse_args(argv)  # prints help / version / the error, and exits
+        return 2
+    name, rest = argv[0], argv[1:]
+    module = importlib.import_module(f"xferscale.commands.{name}")
+    parser = argparse.ArgumentParser(prog=f"xferscale {name}", description=COMMANDS[name])
+    module.add_arguments(parser)
+    args = parser.parse_args(rest)
+    return int(module.run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,274 @@
+"""Typed experiment configuration: YAML files validated against dataclasses.
+
+Every key is checked on load: an unknown or mistyped key, a value of the wrong type, a
+value outside its choices or a missing dataset path raises :class:`ConfigError` naming the
+file and the dotted key. ``key.sub=value`` overrides from the command line go through the
+same checks.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+
+Precision = Literal["fp32", "tf32", "amp_fp16", "amp_bf16"]
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names the file and key."""
+
+
+@dataclass
+class ModelConfig:
+    name: Literal["tiny", "r50x1", "r152x4"] = "tiny"
+    num_classes: int = 10
+    channels_last: bool = False
+    compile: bool = False
+
+
+@dataclass
+class DataConfig:
+    source: Literal["synthetic", "prepared"] = "synthetic"
+    path: Optional[str] = None  # prepared dataset folder (xferscale prepare --out)
+    split: str = "train"
+    backend: Literal["dali", "torch"] = "torch"
+    pipeline: Literal["natural", "natural_randaugment", "xray", "eval", "finetune"] = "natural"
+    image_size: int = 64
+    workers: int = 2
+    prefetch: int = 2
+    on_corrupt: Literal["error", "skip"] = "error"
+    synthetic_samples: int = 512  # images per epoch of the synthetic source
+    synthetic_kind: Literal["tensors", "images"] = "tensors"
+
+
+@dataclass
+class OptimConfig:
+    base_lr: float = 0.03  # scaled by global_batch / 256
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    agc_clip: float = 0.01  # 0 disables adaptive gradient clipping
+    agc_eps: float = 1e-3
+    foreach: bool = True  # batched (foreach) AGC and SGD kernels
+
+
+@dataclass
+class ScheduleConfig:
+    kind: Literal["step", "cosine", "constant"] = "step"
+    warmup_steps: int = 5000
+    epochs: float = 90
+    # Step decays (/10) at these epochs of a `milestone_base`-epoch run, scaled to `epochs`.
+    milestones: list[float] = field(default_factory=lambda: [30.0, 60.0, 80.0])
+    milestone_base: float = 90
+
+
+@dataclass
+class TrainConfig:
+    global_batch: int = 4096
+    precision: Precision = "fp32"
+    loss: Literal["softmax_ce", "sigmoid_bce"] = "softmax_ce"
+    seed: int = 0
+    max_steps: Optional[int] = None  # stop early (benchmarks, smoke runs)
+    log_every: int = 10  # steps between host syncs for loss/metrics
+    checkpoint_every: int = 1000  # steps; a checkpoint is also written at each epoch end
+    warmup_exclude: int = 5  # steps excluded from throughput
+    progress: bool = True
+
+
+@dataclass
+class DistributedConfig:
+    backend: Literal["auto", "ddp", "horovod", "none"] = "auto"
+    bucket_cap_mb: int = 25
+    static_graph: bool = False
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = "default"
+    description: str = ""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    output_dir: str = "runs/default"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------------------------------
+# Building dataclasses from plain data, with errors that name the key.
+
+
+def _check_value(value: Any, hint: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
+        return _build(hint, value, where)
+    if origin is Literal:
+        if value not in typing.get_args(hint):
+            choices = ", ".join(map(repr, typing.get_args(hint)))
+            raise ConfigError(f"{where}: {value!r} is not one of {choices}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _check_value(value, inner, where)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (item,) = typing.get_args(hint)
+        return [_check_value(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is float and isinstance(value, str):
+        try:  # YAML 1.1 reads "1e-4" as a string
+            return float(value)
+        except ValueError:
+            pass
+    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        raise ConfigError(f"{where}: expected {hint.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _build(cls: type, data: dict[str, Any], where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else key
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"unknown key {path!r}{hint}; known keys: {', '.join(known)}")
+        kwargs[key] = _check_value(value, hints[key], path)
+    return cls(**kwargs)
+
+
+def _merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """``["train.seed=3", "model.name=r50x1"]`` -> nested dict, values parsed as YAML."""
+    nested: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r}: expected key=value, e.g. train.seed=1")
+        node = nested
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(raw) if raw else ""
+    return nested
+
+
+def builtin_configs() -> dict[str, Path]:
+    """The shipped experiment configs by name (``configs/<group>/<name>.yaml``)."""
+    root = resources.files("xferscale.configs")
+    found = {}
+    for group in root.iterdir():
+        if group.is_dir():
+            for item in group.iterdir():
+                if item.name.endswith(".yaml"):
+                    found[item.name[: -len(".yaml")]] = Path(str(item))
+    return found
+
+
+def resolve_config_path(name_or_path: str) -> Path:
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        return path
+    shipped = builtin_configs()
+    if name_or_path not in shipped:
+        close = difflib.get_close_matches(name_or_path, shipped, n=3)
+        raise ConfigError(
+            f"no config file or shipped config named {name_or_path!r}"
+            + (f"; did you mean {', '.join(close)}?" if close else f"; shipped: {', '.join(sorted(shipped))}")
+        )
+    return shipped[name_or_path]
+
+
+def load_config(
+    name_or_path: str | None = None,
+    overrides: list[str] | None = None,
+    require_data: bool = True,
+) -> ExperimentConfig:
+    """Load and validate a config (a file path or a shipped name) with overrides applied."""
+    data: dict[str, Any] = {}
+    origin = "defaults"
+    if name_or_path:
+        path = resolve_config_path(name_or_path)
+        origin = str(path)
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from err
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: top level must be a mapping of keys")
+        data = loaded
+    if overrides:
+        try:
+            data = _merge(data, parse_overrides(overrides))
+        except ConfigError as err:
+            raise ConfigError(f"{origin}: {err}") from err
+    try:
+        cfg = _build(ExperimentConfig, data, "")
+        validate(cfg, require_data=require_data)
+    except ConfigError as err:
+        raise ConfigError(f"{origin}: {err}") from err
+    return cfg
+
+
+def validate(cfg: ExperimentConfig, require_data: bool = True) -> None:
+    """Cross-field checks that types alone cannot express."""
+    positive = {
+        "model.num_classes": cfg.model.num_classes,
+        "data.image_size": cfg.data.image_size,
+        "train.global_batch": cfg.train.global_batch,
+        "train.log_every": cfg.train.log_every,
+        "train.checkpoint_every": cfg.train.checkpoint_every,
+        "schedule.epochs": cfg.schedule.epochs,
+        "schedule.milestone_base": cfg.schedule.milestone_base,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{key}: must be > 0, got {value}")
+    if cfg.optim.base_lr <= 0:
+        raise ConfigError(f"optim.base_lr: must be > 0, got {cfg.optim.base_lr}")
+    if cfg.train.max_steps is not None and cfg.train.max_steps <= 0:
+        raise ConfigError(f"train.max_steps: must be > 0 or null, got {cfg.train.max_steps}")
+    if sorted(cfg.schedule.milestones) != cfg.schedule.milestones:
+        raise ConfigError(f"schedule.milestones: must be increasing, got {cfg.schedule.milestones}")
+    if cfg.data.source == "prepared":
+        if not cfg.data.path:
+            raise ConfigError("data.path: required when data.source is 'prepared'")
+        if require_data and not Path(cfg.data.path).is_dir():
+            raise ConfigError(
+                f"data.path: dataset folder {cfg.data.path} does not exist "
+                "(make it with `xferscale prepare`, or override data.path=...)"
+            )
+
+
+def dump_config(cfg: ExperimentConfig) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
