@@ -1,0 +1,73 @@
+"""ReFrame configuration of JUWELS Booster (JSC): 936 nodes x 4 A100, SLURM, Apptainer.
+
+    export RFM_CONFIG_FILES=$PWD/checks/config/juwels_booster.py
+    export XFERSCALE_ACCOUNT=<your project>   XFERSCALE_IMAGE=/p/project/.../xferscale.sif
+    reframe -c checks/ -r
+
+Launch settings (tasks and GPUs per node, CPU binding, rendezvous, NCCL/InfiniBand
+environment) come from :data:`xferscale.cluster.JUWELS_BOOSTER`, the same source the
+``xferscale slurm`` job scripts use. Partitions carry the ``gpu`` feature, so the checks
+run their GPU mode here.
+"""
+import os
+
+from xferscale.checklib import perflog_handlers
+from xferscale.cluster import JUWELS_BOOSTER as SITE
+
+_ACCOUNT = os.environ.get("XFERSCALE_ACCOUNT")
+
+
+def _partition(part):
+    return {
+        "name": part.name,
+        "descr": f"{SITE.gpus_per_node} x A100 40GB per node, 4 x HDR200 InfiniBand (max {part.max_nodes} nodes)",
+        "scheduler": "slurm",
+        "launcher": "srun",
+        "access": [f"--partition={part.name}"] + ([f"--account={_ACCOUNT}"] if _ACCOUNT else []),
+        "environs": ["apptainer"],
+        "features": ["gpu", "cuda", "nccl", "infiniband"],
+        "max_jobs": 8,
+        "time_limit": part.max_time,
+        "container_platforms": [{"type": SITE.container_platform, "default": True}],
+        "env_vars": [[k, v] for k, v in SITE.env.items()],
+        "processor": {"num_cpus": 96, "num_cpus_per_core": 2, "num_sockets": 2, "num_cpus_per_socket": 48},
+        "devices": [{"type": "gpu", "model": "A100", "arch": "sm_80", "num_devices": SITE.gpus_per_node}],
+        "extras": {
+            "gpus_per_node": SITE.gpus_per_node,
+            "cpus_per_task": SITE.cpus_per_task,
+            "cpu_bind": SITE.cpu_bind,
+            "master_addr_suffix": SITE.master_addr_suffix,
+            "master_port": SITE.master_port,
+            "max_nodes": part.max_nodes,
+            # The image path is a variable: XFERSCALE_IMAGE here, or -S container_image=... per run.
+            "container_image": os.environ.get("XFERSCALE_IMAGE", "$PROJECT/xferscale/xferscale.sif"),
+            "dataset": os.environ.get("XFERSCALE_DATASET", ""),
+        },
+    }
+
+
+site_configuration = {
+    "systems": [
+        {
+            "name": SITE.name,
+            "descr": "JUWELS Booster, Juelich Supercomputing Centre",
+            "hostnames": [r"jwlogin2[1-5]", r"jwb\d+", r"juwelsbooster"],
+            # lmod on the machine; XFERSCALE_MODULES_SYSTEM=nomod lets a laptop list the checks.
+            "modules_system": os.environ.get("XFERSCALE_MODULES_SYSTEM", "lmod"),
+            "stagedir": os.environ.get("XFERSCALE_RFM_STAGE", "${SCRATCH}/${USER}/xferscale/stage"),
+            "partitions": [_partition(part) for part in SITE.partitions.values()],
+        }
+    ],
+    "environments": [
+        {
+            "name": "apptainer",
+            "features": ["torch"],
+            "env_vars": [["PYTHONNOUSERSITE", "1"]],
+        },
+    ],
+    "logging": [
+        {
+            "handlers_perflog": perflog_handlers(os.environ.get("XFERSCALE_PERFLOGS", "perflogs")),
+        }
+    ],
+}
