@@ -119,9 +119,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "world_size": env.world_size,
             "dtype": args.dtype,
             "model": args.model,
-            "gradient_bytes": max_bytes,
+            "max_bytes": max_bytes,
             "sizes": points,
             "busbw_peak_gbps": max(p["busbw_gbps"] for p in points),
+            # At the largest message: the model's gradient size unless --max-bytes was given.
             "busbw_gradient_gbps": points[-1]["busbw_gbps"],
             "time_gradient_ms": points[-1]["time_us"] / 1e3,
         }

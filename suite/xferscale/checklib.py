@@ -162,8 +162,8 @@ class TrainThroughputBase(XferscaleRun):
     loader = parameter(["synthetic"])  # synthetic (on the device), dali, torch
 
     #: Per-GPU batch by model (R152x4 at the paper's 4096 / 256 GPUs).
-    batch_per_gpu = variable(dict, value={"tiny": 16, "r50x1": 128, "r152x4": 16})
-    image_size = variable(dict, value={"tiny": 64, "r50x1": 224, "r152x4": 224})
+    batch_per_gpu = variable(dict, value={"tiny": 8, "r50x1": 128, "r152x4": 16})
+    image_size = variable(dict, value={"tiny": 32, "r50x1": 224, "r152x4": 224})
     steps = variable(int, value=60)
     warmup_steps = variable(int, value=10)
     #: Prepared dataset folder for the DALI/torch loaders (empty: partition extras 'dataset').
@@ -173,7 +173,7 @@ class TrainThroughputBase(XferscaleRun):
     @run_after("setup")
     def cpu_sizes(self) -> None:
         if not self.on_gpu:  # a CPU smoke run: a few steps are enough to time
-            self.steps, self.warmup_steps = 6, 2
+            self.steps, self.warmup_steps = 4, 1
 
     def xferscale_args(self) -> list[str]:
         args = [
@@ -250,18 +250,19 @@ class AllReduceBase(XferscaleRun):
 
     framework = parameter(["torch"])
     model = variable(str, value="r152x4")
+    min_bytes = variable(str, value="1K")
     max_bytes = variable(str, value="")  # empty: the model's gradient size
     iters = variable(int, value=20)
     result_kernel = "allreduce"
 
     @run_after("setup")
     def cpu_sizes(self) -> None:
-        if not self.on_gpu:
-            self.max_bytes, self.iters = self.max_bytes or "4M", 3
+        if not self.on_gpu:  # three sizes over gloo: the path, not the numbers, is under test
+            self.min_bytes, self.max_bytes, self.iters = "64K", self.max_bytes or "1M", 3
 
     def xferscale_args(self) -> list[str]:
         args = ["bench", "allreduce", "--framework", self.framework, "--model", self.model,
-                "--iters", str(self.iters), "--warmup", "2"]
+                "--min-bytes", self.min_bytes, "--factor", "4", "--iters", str(self.iters), "--warmup", "2"]
         return args + (["--max-bytes", self.max_bytes] if self.max_bytes else [])
 
     @performance_function("GB/s")

@@ -1,0 +1,1 @@
+"""Reports built from runs: scaling tables and figures from ReFrame perflogs, transfer tables."""
