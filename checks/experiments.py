@@ -1,0 +1,72 @@
+"""The paper's experiments as regression tests (tags ``experiment``, ``paper``).
+
+- ``PretrainExperiment``: each shipped pre-training config on the paper's GPU count; the
+  projected wall time of the whole schedule is held to the paper's cost where it states
+  one (R152x4 on ImageNet-21k: 81 h on 256 A100; R50x1: 13.5 h on 128 A100).
+- ``TransferExperiment``: the full-shot transfers of the paper's Tables 1 and 2, five
+  seeds, the mean score held to the paper's mean within max(2 std, 1 point).
+
+They take hours to days on JUWELS Booster: select them explicitly, e.g.
+``reframe -c checks/ -r -t experiment -t r50x1``. Their CPU mode (tag ``ci``) runs the
+tiny demo pre-training (2 processes) and the demo transfer.
+"""
+import reframe as rfm
+from reframe.core.builtins import parameter, run_after
+
+from xferscale.checklib import PretrainExperimentBase, TransferExperimentBase
+
+# GPUs per pre-training run: the paper's where it says (cost and medical set-up), else 64.
+PAPER_GPUS = {"r152x4_in21k": 256, "r50x1_in21k": 128}
+DEFAULT_GPUS = 64
+
+NATURAL_SOURCES = ["in1k", "in21k"]
+MEDICAL_SOURCES = ["chexpert", "chexpert_mimic", "chexpert_mimic_nih", "chexpert_mimic_nih_padchest"]
+TARGETS = ["cifar10", "cifar100", "flowers102", "pets", "padchest_cl", "covidx", "tuberculosis"]
+PRETRAIN_CONFIGS = [f"{m}_{s}" for m in ("r50x1", "r152x4") for s in NATURAL_SOURCES + MEDICAL_SOURCES]
+
+
+@rfm.simple_test
+class PretrainExperiment(PretrainExperimentBase):
+    descr = "The paper's pre-training runs: throughput and projected time to train"
+    config = parameter(["default", *PRETRAIN_CONFIGS])
+    num_workers = parameter([2, DEFAULT_GPUS, *sorted(set(PAPER_GPUS.values()))])
+    reference = {"$ref": "references.yaml"}
+    time_limit = "24h"
+
+    @run_after("init")
+    def select_mode(self):
+        if self.config == "default":
+            if self.num_workers == 2:
+                self.run_in_mode(gpu=False)
+            else:
+                self.run_nowhere()
+        elif self.num_workers == PAPER_GPUS.get(self.config, DEFAULT_GPUS):
+            self.run_in_mode(gpu=True)
+            self.tags |= {"paper", "long", *self.config.split("_", 1)}
+        else:
+            self.run_nowhere()
+        self.tags |= {"experiment", "pretrain"}
+
+
+@rfm.simple_test
+class TransferExperiment(TransferExperimentBase):
+    descr = "The paper's full-shot transfers (Tables 1 and 2), mean of five seeds"
+    model = parameter(["tiny", "r50x1", "r152x4"])
+    source = parameter(["default", *NATURAL_SOURCES, *MEDICAL_SOURCES])
+    target = parameter(["default", *TARGETS])
+    num_workers = parameter([1, 4])
+    reference = {"$ref": "references.yaml"}
+    time_limit = "24h"
+
+    @run_after("init")
+    def select_mode(self):
+        demo = (self.model, self.source, self.target) == ("tiny", "default", "default")
+        paper = "default" not in (self.source, self.target) and self.model != "tiny"
+        if demo and self.num_workers == 1:
+            self.run_in_mode(gpu=False)
+        elif paper and self.num_workers == 4 and self.has_paper_reference():
+            self.run_in_mode(gpu=True)
+            self.tags |= {"paper", "long", self.model, self.source, self.target}
+        else:
+            self.run_nowhere()
+        self.tags |= {"experiment", "transfer"}

@@ -1,0 +1,131 @@
+"""Library classes of the benchmark checks: train throughput, scaling sweep, all-reduce."""
+from __future__ import annotations
+
+import reframe.utility.sanity as sn
+from reframe.core.builtins import parameter, performance_function, run_after, run_before, sanity_function, variable
+
+from xferscale.checklib.base import XferscaleRun
+
+
+class TrainThroughputBase(XferscaleRun):
+    """``xferscale bench train``: training-step throughput at a model, precision, loader."""
+
+    model = parameter(["tiny"])
+    precision = parameter(["fp32"])
+    loader = parameter(["synthetic"])  # synthetic (on the device), dali, torch
+
+    #: Per-GPU batch by model (R152x4 at the paper's 4096 / 256 GPUs).
+    batch_per_gpu = variable(dict, value={"tiny": 8, "r50x1": 128, "r152x4": 16})
+    image_size = variable(dict, value={"tiny": 32, "r50x1": 224, "r152x4": 224})
+    steps = variable(int, value=60)
+    warmup_steps = variable(int, value=10)
+    #: Prepared dataset folder for the DALI/torch loaders (empty: partition extras 'dataset').
+    dataset = variable(str, value="")
+    result_kernel = "train"
+
+    @run_after("setup")
+    def cpu_sizes(self) -> None:
+        if not self.on_gpu:  # a CPU smoke run: a few steps are enough to time
+            self.steps, self.warmup_steps = 4, 1
+
+    def xferscale_args(self) -> list[str]:
+        args = [
+            "bench", "train", "--model", self.model, "--precision", self.precision,
+            "--batch-size", str(self.batch_per_gpu[self.model]), "--image-size", str(self.image_size[self.model]),
+            "--steps", str(self.steps), "--warmup", str(self.warmup_steps),
+        ]
+        if self.loader == "synthetic":
+            return args + ["--data", "synthetic"]
+        dataset = self.dataset or self.current_partition.extras.get("dataset", "")
+        return args + ["--data", "prepared", "--backend", self.loader, "--data-path", dataset]
+
+    @run_before("run")
+    def need_dataset(self) -> None:
+        self.skip_if(self.loader != "synthetic" and not (self.dataset or self.current_partition.extras.get("dataset")),
+                     "no prepared dataset: set -S dataset=PATH or the partition's extras['dataset']")
+
+    @performance_function("img/s")
+    def throughput_total(self):
+        return self.result_value("images_per_s_total")
+
+    @performance_function("img/s")
+    def throughput_per_gpu(self):
+        return self.result_value("images_per_s_total") / self.num_workers
+
+    @performance_function("ms")
+    def step_time_p50(self):
+        return self.result_value("step_time_ms_p50")
+
+    @performance_function("GB")
+    def peak_memory(self):
+        return self.result_value("peak_memory_gb")
+
+
+class ScalingSweepBase(TrainThroughputBase):
+    """Throughput on N workers and E(N) = 100 T(N) / (N T(1)) against the 1-worker run.
+
+    Subclasses define the ``num_workers`` parameter; every N > 1 depends on the N = 1
+    variant of the same class on the same partition and environment.
+    """
+
+    def baseline_name(self) -> str:
+        """The unique name of the N = 1 variant with this variant's other parameters."""
+        cls = type(self)
+        same = {name: (lambda v, mine=getattr(self, name): v == mine)
+                for name in cls.param_space.params if name != "num_workers"}
+        (variant,) = cls.get_variant_nums(num_workers=lambda n: n == 1, **same)
+        return cls.variant_name(variant)
+
+    @run_after("init")
+    def depend_on_single(self) -> None:
+        if self.num_workers > 1:
+            self.depends_on(self.baseline_name())
+
+    def single_throughput(self) -> float:
+        if self.num_workers == 1:
+            return self.result_value("images_per_s_total")
+        return self.getdep(self.baseline_name()).result_value("images_per_s_total")
+
+    @performance_function("%")
+    def efficiency(self):
+        return 100.0 * self.result_value("images_per_s_total") / (self.num_workers * self.single_throughput())
+
+    @sanity_function
+    def assert_scaling(self):
+        return sn.all([
+            self.assert_result(),
+            sn.assert_bounded(self.efficiency(), 0.0, 150.0, msg="E(N) = {0} % is not plausible"),
+        ])
+
+
+class AllReduceBase(XferscaleRun):
+    """``xferscale bench allreduce``: bus bandwidth up to a model's gradient size."""
+
+    framework = parameter(["torch"])
+    model = variable(str, value="r152x4")
+    min_bytes = variable(str, value="1K")
+    max_bytes = variable(str, value="")  # empty: the model's gradient size
+    iters = variable(int, value=20)
+    result_kernel = "allreduce"
+
+    @run_after("setup")
+    def cpu_sizes(self) -> None:
+        if not self.on_gpu:  # three sizes over gloo: the path, not the numbers, is under test
+            self.min_bytes, self.max_bytes, self.iters = "64K", self.max_bytes or "1M", 3
+
+    def xferscale_args(self) -> list[str]:
+        args = ["bench", "allreduce", "--framework", self.framework, "--model", self.model,
+                "--min-bytes", self.min_bytes, "--factor", "4", "--iters", str(self.iters), "--warmup", "2"]
+        return args + (["--max-bytes", self.max_bytes] if self.max_bytes else [])
+
+    @performance_function("GB/s")
+    def busbw_gradient(self):
+        return self.result_value("busbw_gradient_gbps")
+
+    @performance_function("GB/s")
+    def busbw_peak(self):
+        return self.result_value("busbw_peak_gbps")
+
+    @performance_function("ms")
+    def time_gradient(self):
+        return self.result_value("time_gradient_ms")

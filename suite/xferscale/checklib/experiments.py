@@ -1,0 +1,181 @@
+"""Library classes of the experiment checks: the paper's pre-training runs and transfers.
+
+These are regression tests of results, not of speed: a pre-training run is held to the
+paper's cost (hours on its GPU count, projected from the measured throughput), a full-shot
+transfer to the paper's score within a tolerance. On the real machine they take hours to
+days; their CPU mode runs the tiny demo in a minute.
+"""
+from __future__ import annotations
+
+import glob
+import importlib.util
+import json
+import math
+import os
+from importlib import resources
+from typing import Any
+
+import reframe.utility.sanity as sn
+import yaml
+from reframe.core.builtins import parameter, performance_function, run_after, run_before, sanity_function, variable
+
+from xferscale.checklib.base import XferscaleRun
+
+#: A CPU-mode pre-training: the demo config cut to a few small steps.
+CPU_PRETRAIN_OVERRIDES = [
+    "train.max_steps=3", "train.global_batch=16", "data.image_size=32", "data.synthetic_samples=64",
+    "train.warmup_exclude=1", "train.progress=false", "schedule.warmup_steps=1",
+]
+
+
+def _paper() -> dict[str, Any]:
+    return yaml.safe_load(resources.files("xferscale").joinpath("reference/paper.yaml").read_text())
+
+
+def paper_transfer(model: str, source: str, target: str) -> tuple[float, float] | None:
+    """(mean, std) of a full-shot transfer in the paper's Tables 1 and 2, or None."""
+    paper = _paper()
+    for table in ("paper_table1", "paper_table2"):
+        entry = paper[table].get(model, {}).get(source, {}).get(target)
+        if entry:
+            return float(entry[0]), float(entry[1])
+    return None
+
+
+def source_images(config_name: str) -> float | None:
+    """Images in one epoch of a paper source ('r152x4_in21k' -> 14e6), from paper.yaml."""
+    sources = _paper()["pretraining"]["sources"]
+    _, _, source = config_name.partition("_")
+    if source in sources:
+        return float(sources[source]["images"])
+    datasets = sources["medical"]["datasets"]
+    parts = {"mimic": "mimic_cxr"}
+    names = [parts.get(p, p) for p in source.split("_")]
+    if names and all(n in datasets for n in names):
+        return float(sum(datasets[n] for n in names))
+    return None
+
+
+class PretrainExperimentBase(XferscaleRun):
+    """``xferscale pretrain --config NAME``; reads ``<output_dir>/summary.json``."""
+
+    config = parameter(["default"])
+    #: Stop after this many steps (None: the whole schedule, as in the paper).
+    max_steps = variable(int, type(None), value=None)
+    #: Folder of prepared datasets, one sub-folder per source (data.path=<root>/<source>).
+    data_root = variable(str, value="")
+    extra_overrides = variable(list, value=[])
+
+    @run_after("setup")
+    def long_runs_on_request(self) -> None:
+        self.run_on_request()
+
+    @property
+    def output_dir(self) -> str:
+        return f"runs/{self.config}"
+
+    def overrides(self) -> list[str]:
+        out = list(self.extra_overrides)
+        if not self.on_gpu:
+            out += CPU_PRETRAIN_OVERRIDES
+        if self.max_steps:
+            out.append(f"train.max_steps={self.max_steps}")
+        root = self.data_root or self.current_partition.extras.get("data_root", "")
+        if root and self.config != "default":
+            out.append(f"data.path={os.path.join(root, self.config.partition('_')[2])}")
+        return out
+
+    def xferscale_args(self) -> list[str]:
+        config = [] if self.config == "default" else ["--config", self.config]
+        return ["pretrain", *config, "--output-dir", self.output_dir, *self.overrides()]
+
+    def load_result(self) -> dict[str, Any]:
+        with open(os.path.join(self.stagedir, self.output_dir, "summary.json")) as fp:
+            return json.load(fp)
+
+    @sanity_function
+    def assert_trained(self):
+        return sn.all([
+            sn.assert_found(r"checkpoint: ", self.stdout, msg="pretrain did not finish with a checkpoint"),
+            sn.assert_eq(sn.getitem(self.result(), "world_size"), self.num_workers),
+            sn.assert_true(sn.getitem(self.result(), "steps") > 0, msg="no step was run"),
+        ])
+
+    @performance_function("img/s")
+    def throughput_total(self):
+        return self.result_value("images_per_s_total")
+
+    @performance_function("1")
+    def final_loss(self):
+        return self.result_value("loss")
+
+    @performance_function("h")
+    def projected_hours(self):
+        """The whole schedule's wall time at the measured throughput."""
+        from xferscale.config import load_config
+
+        cfg = load_config(None if self.config == "default" else self.config, self.overrides(), require_data=False)
+        images = source_images(self.config) if cfg.data.source == "prepared" else cfg.data.synthetic_samples
+        if not images:
+            return math.nan
+        return cfg.schedule.epochs * images / self.result_value("images_per_s_total") / 3600
+
+
+class TransferExperimentBase(XferscaleRun):
+    """A full-shot transfer of a pre-trained checkpoint, scored against the paper.
+
+    Reads the result records the transfer writes (``results/.../shots-full/seed-*.json``,
+    one per seed, with ``metric`` and ``value``) and reports their mean in percent.
+    """
+
+    model = parameter(["tiny"])
+    source = parameter(["default"])
+    target = parameter(["default"])
+    seeds = variable(str, value="0-4")
+    #: Folder holding the pre-training runs (<root>/<model>_<source>/checkpoint.pt).
+    checkpoint_root = variable(str, value="runs")
+    results_dir = variable(str, value="results")
+
+    def has_paper_reference(self) -> bool:
+        return paper_transfer(self.model, self.source, self.target) is not None
+
+    @run_after("init")
+    def need_transfer_command(self) -> None:
+        self.skip_if(importlib.util.find_spec("xferscale.commands.transfer") is None,
+                     "xferscale transfer is not installed in this build")
+
+    def xferscale_args(self) -> list[str]:
+        if not self.on_gpu:  # the demo: the tiny default pre-training, then its default transfer
+            return ["transfer"]
+        checkpoint = os.path.join(self.checkpoint_root, f"{self.model}_{self.source}", "checkpoint.pt")
+        return ["transfer", "--checkpoint", checkpoint, "--target", self.target, "--shots", "full",
+                "--seeds", self.seeds, "--results", self.results_dir]
+
+    @run_after("setup")
+    def long_runs_on_request(self) -> None:
+        self.run_on_request()
+
+    @run_before("run")
+    def pretrain_demo_first(self) -> None:
+        if not self.on_gpu:
+            self.prerun_cmds.append(" ".join(["xferscale", "pretrain", *CPU_PRETRAIN_OVERRIDES]))
+
+    def load_result(self) -> dict[str, Any]:
+        records = []
+        for path in sorted(glob.glob(os.path.join(self.stagedir, "**", "shots-full", "seed-*.json"), recursive=True)):
+            with open(path) as fp:
+                records.append(json.load(fp))
+        values = [r["value"] for r in records if r.get("value") is not None]
+        if not values:
+            return {"records": len(records), "score": None}
+        # Records hold accuracy / AUC either as a fraction or in percent; report percent.
+        scores = [100.0 * v if v <= 1.0 else v for v in values]
+        return {"records": len(records), "score": sum(scores) / len(scores), "metric": records[0].get("metric")}
+
+    @sanity_function
+    def assert_scored(self):
+        return sn.assert_true(sn.getitem(self.result(), "records") > 0, msg="the transfer wrote no full-shot record")
+
+    @performance_function("%")
+    def score(self):
+        return self.result_value("score")
