@@ -20,7 +20,7 @@ from typing import Any
 
 import reframe as rfm
 import reframe.utility.sanity as sn
-from reframe.core.builtins import parameter, run_after, sanity_function, variable
+from reframe.core.builtins import parameter, run_before, sanity_function, variable
 
 from xferscale.kernels.output import ResultNotFound, parse_result
 
@@ -90,7 +90,9 @@ class XferscaleRun(rfm.RunOnlyRegressionTest):
         """A parameter combination with no mode (e.g. tf32 on the CPU): no valid system."""
         self.valid_systems = []
 
-    @run_after("setup")
+    # Before the run, not after setup: subclasses adjust sizes in their own setup hooks,
+    # which ReFrame runs after this base class's.
+    @run_before("run")
     def set_launch(self) -> None:
         args = self.xferscale_args()
         if self.on_gpu:

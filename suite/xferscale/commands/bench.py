@@ -33,12 +33,14 @@ def _import_kernel(module_name: str) -> ModuleType | ImportError:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="kernel", metavar="KERNEL", required=True)
     for name, (module_name, help_text) in KERNELS.items():
-        kernel_parser = sub.add_parser(name, help=help_text, description=help_text)
         module = _import_kernel(module_name)
         if isinstance(module, ImportError):
-            kernel_parser.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+            # No option prefix: every argument (even "--x") lands in `rest`, and run() explains.
+            kernel_parser = sub.add_parser(name, help=help_text, prefix_chars="\0", add_help=False)
+            kernel_parser.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
             kernel_parser.set_defaults(_missing=f"{module_name} is not installed in this build of xferscale")
         else:
+            kernel_parser = sub.add_parser(name, help=help_text, description=help_text)
             module.add_arguments(kernel_parser)
             kernel_parser.set_defaults(_module=module_name)
 

@@ -1,0 +1,44 @@
+import argparse
+import io
+from contextlib import redirect_stdout
+
+import pytest
+
+from xferscale.kernels import train_step
+from xferscale.kernels.output import parse_result
+
+
+def test_summary_arithmetic():
+    out = train_step.summarise([10.0, 30.0], [100.0, 110.0, 120.0, 400.0])
+    assert out["images_per_s_total"] == 40.0 and out["images_per_s_min_rank"] == 10.0
+    assert out["step_time_ms_p50"] == pytest.approx(115.0)
+    assert out["step_time_ms_mean"] == pytest.approx(182.5)
+    assert out["step_time_ms_p99"] > out["step_time_ms_p90"] > out["step_time_ms_p50"]
+
+
+def test_bench_train_runs_the_trainer_step_and_reports_consistently(monkeypatch):
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    parser = argparse.ArgumentParser()
+    train_step.add_arguments(parser)
+    args = parser.parse_args(["--model", "tiny", "--batch-size", "4", "--image-size", "32", "--steps", "3",
+                              "--warmup", "1", "--num-classes", "10"])
+    stream = io.StringIO()
+    with redirect_stdout(stream):
+        returned = train_step.run(args)
+    result = parse_result(stream.getvalue(), "train")
+    assert result["images_per_s_total"] == pytest.approx(returned["images_per_s_total"])
+    assert result["world_size"] == 1 and result["steps"] == 3 and result["batch_per_rank"] == 4
+    assert result["images_per_s_total"] == pytest.approx(sum(result["images_per_s_per_rank"]))
+    assert result["images_per_s_total"] > 0 and result["peak_memory_gb"] > 0
+    # FLOPs come from counting one real step; a forward+backward costs well over 2x forward MACs.
+    assert result["flops_per_image"] > 1e6
+    assert result["mfu"] is None  # no known peak for a CPU
+    assert "[train] images/s total" in stream.getvalue()
+
+
+def test_bad_precision_is_rejected_by_name():
+    parser = argparse.ArgumentParser()
+    train_step.add_arguments(parser)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--precision", "fp8"])
