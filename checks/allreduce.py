@@ -17,7 +17,7 @@ class AllReduceSweep(AllReduceBase):
     descr = "All-reduce bus bandwidth over message sizes"
     num_workers = parameter([2, *GPU_COUNTS])
     framework = parameter(["torch", "horovod"])
-    reference = {"$ref": "references.yaml"}
+    reference = {"$ref": "references/allreduce.yaml"}
     time_limit = "20m"
 
     @run_after("init")

@@ -14,6 +14,7 @@ import reframe as rfm
 from reframe.core.builtins import parameter, run_after
 
 from xferscale.checklib import PretrainExperimentBase, TransferExperimentBase
+from xferscale.checklib.experiments import paper_transfer_cases
 
 # GPUs per pre-training run: the paper's where it says (cost and medical set-up), else 64.
 PAPER_GPUS = {"r152x4_in21k": 256, "r50x1_in21k": 128}
@@ -21,7 +22,6 @@ DEFAULT_GPUS = 64
 
 NATURAL_SOURCES = ["in1k", "in21k"]
 MEDICAL_SOURCES = ["chexpert", "chexpert_mimic", "chexpert_mimic_nih", "chexpert_mimic_nih_padchest"]
-TARGETS = ["cifar10", "cifar100", "flowers102", "pets", "padchest_cl", "covidx", "tuberculosis"]
 PRETRAIN_CONFIGS = [f"{m}_{s}" for m in ("r50x1", "r152x4") for s in NATURAL_SOURCES + MEDICAL_SOURCES]
 
 
@@ -30,7 +30,7 @@ class PretrainExperiment(PretrainExperimentBase):
     descr = "The paper's pre-training runs: throughput and projected time to train"
     config = parameter(["default", *PRETRAIN_CONFIGS])
     num_workers = parameter([2, DEFAULT_GPUS, *sorted(set(PAPER_GPUS.values()))])
-    reference = {"$ref": "references.yaml"}
+    reference = {"$ref": "references/pretrain.yaml"}
     time_limit = "24h"
 
     @run_after("init")
@@ -51,20 +51,21 @@ class PretrainExperiment(PretrainExperimentBase):
 @rfm.simple_test
 class TransferExperiment(TransferExperimentBase):
     descr = "The paper's full-shot transfers (Tables 1 and 2), mean of five seeds"
-    model = parameter(["tiny", "r50x1", "r152x4"])
-    source = parameter(["default", *NATURAL_SOURCES, *MEDICAL_SOURCES])
-    target = parameter(["default", *TARGETS])
+    # (model, source, target): the CPU demo, then every cell of the paper's Tables 1 and 2.
+    case = parameter([("tiny", "default", "default"), *paper_transfer_cases()], fmt=lambda c: "/".join(c))
     num_workers = parameter([1, 4])
-    reference = {"$ref": "references.yaml"}
+    reference = {"$ref": "references/transfer.yaml"}
     time_limit = "24h"
 
     @run_after("init")
     def select_mode(self):
-        demo = (self.model, self.source, self.target) == ("tiny", "default", "default")
-        paper = "default" not in (self.source, self.target) and self.model != "tiny"
-        if demo and self.num_workers == 1:
-            self.run_in_mode(gpu=False)
-        elif paper and self.num_workers == 4 and self.has_paper_reference():
+        self.model, self.source, self.target = self.case
+        if self.model == "tiny":
+            if self.num_workers == 1:
+                self.run_in_mode(gpu=False)
+            else:
+                self.run_nowhere()
+        elif self.num_workers == 4:
             self.run_in_mode(gpu=True)
             self.tags |= {"paper", "long", self.model, self.source, self.target}
         else:

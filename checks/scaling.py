@@ -19,7 +19,7 @@ class ScalingSweep(ScalingSweepBase):
     descr = "Data-parallel scaling efficiency E(N) against one GPU"
     model = parameter(["tiny", "r152x4"])
     num_workers = parameter(sorted(set(GPU_COUNTS) | set(CPU_COUNTS)))
-    reference = {"$ref": "references.yaml"}
+    reference = {"$ref": "references/scaling.yaml"}
     time_limit = "30m"
 
     @run_after("init")

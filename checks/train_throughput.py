@@ -15,7 +15,7 @@ class TrainThroughput(TrainThroughputBase):
     model = parameter(["tiny", "r50x1", "r152x4"])
     precision = parameter(["fp32", "tf32", "amp_fp16", "amp_bf16"])
     loader = parameter(["synthetic", "dali"])
-    reference = {"$ref": "references.yaml"}
+    reference = {"$ref": "references/train.yaml"}
     time_limit = "30m"
 
     @run_after("init")

@@ -28,7 +28,6 @@ def _list(tmp_path, *extra, env_extra=None):
     return [line for line in proc.stdout.splitlines() if re.match(r"^- ", line)], proc.stdout
 
 
-@pytest.mark.slow
 def test_builtin_generic_system_selects_only_the_cpu_checks(tmp_path):
     listed, out = _list(tmp_path)
     assert "selected system:   'generic'" in out
@@ -43,7 +42,6 @@ def test_builtin_generic_system_selects_only_the_cpu_checks(tmp_path):
     assert "^ScalingSweep %num_workers=1 %model=tiny" in out
 
 
-@pytest.mark.slow
 def test_juwels_booster_config_selects_the_gpu_checks(tmp_path):
     listed, out = _list(tmp_path, "--system", "juwels_booster", env_extra={
         "RFM_CONFIG_FILES": str(CHECKS / "config" / "juwels_booster.py"), "XFERSCALE_MODULES_SYSTEM": "nomod"})
@@ -56,7 +54,7 @@ def test_juwels_booster_config_selects_the_gpu_checks(tmp_path):
 
 
 def test_scaling_references_are_the_papers_fig4():
-    refs = yaml.safe_load((CHECKS / "references.yaml").read_text())["ScalingSweep"]
+    refs = yaml.safe_load((CHECKS / "references" / "scaling.yaml").read_text())["ScalingSweep"]
     assert refs["$index"] == ["$system", "model", "num_workers"]
     ours = {n: v["efficiency"][0] for n, v in refs["juwels_booster"]["r152x4"].items()}
     paper = {n: e for n, e in paper_efficiencies().items() if n > 1}
@@ -66,7 +64,7 @@ def test_scaling_references_are_the_papers_fig4():
 
 @pytest.mark.parametrize("model", ["r50x1", "r152x4"])
 def test_transfer_references_are_the_papers_tables(model):
-    refs = yaml.safe_load((CHECKS / "references.yaml").read_text())["TransferExperiment"]
+    refs = yaml.safe_load((CHECKS / "references" / "transfer.yaml").read_text())["TransferExperiment"]
     assert refs["$index"] == ["model", "source", "target"]
     expected = {**PAPER["paper_table1"][model], **PAPER["paper_table2"][model]}
     assert set(refs[model]) == set(expected)
@@ -76,3 +74,18 @@ def test_transfer_references_are_the_papers_tables(model):
             value, lower, upper, unit = refs[model][source][target]["score"]
             assert value == mean and unit == "%"
             assert upper == -lower == pytest.approx(max(2 * std, 1.0) / mean, abs=1e-5)
+
+
+def test_every_paper_transfer_cell_is_a_check_case():
+    from xferscale.checklib.experiments import paper_transfer_cases
+
+    cases = paper_transfer_cases()
+    assert len(cases) == len(set(cases)) == 2 * (2 * 7 + 3 + 3 + 3 + 2)
+    assert ("r152x4", "chexpert_mimic_nih_padchest", "tuberculosis") in cases
+
+
+def test_every_check_file_points_at_an_existing_reference_file():
+    for check in CHECKS.glob("*.py"):
+        for ref in re.findall(r'"\$ref": "([^"]+)"', check.read_text()):
+            data = yaml.safe_load((CHECKS / ref).read_text())
+            assert data and all("$index" in v for v in data.values()), f"{check.name} -> {ref}"

@@ -7,6 +7,7 @@ days; their CPU mode runs the tiny demo in a minute.
 """
 from __future__ import annotations
 
+import functools
 import glob
 import importlib.util
 import json
@@ -28,18 +29,19 @@ CPU_PRETRAIN_OVERRIDES = [
 ]
 
 
+@functools.lru_cache(maxsize=1)
 def _paper() -> dict[str, Any]:
     return yaml.safe_load(resources.files("xferscale").joinpath("reference/paper.yaml").read_text())
 
 
-def paper_transfer(model: str, source: str, target: str) -> tuple[float, float] | None:
-    """(mean, std) of a full-shot transfer in the paper's Tables 1 and 2, or None."""
+def paper_transfer_cases() -> list[tuple[str, str, str]]:
+    """(model, source, target) of every full-shot cell in the paper's Tables 1 and 2."""
     paper = _paper()
-    for table in ("paper_table1", "paper_table2"):
-        entry = paper[table].get(model, {}).get(source, {}).get(target)
-        if entry:
-            return float(entry[0]), float(entry[1])
-    return None
+    return [(model, source, target)
+            for table in ("paper_table1", "paper_table2")
+            for model, sources in paper[table].items()
+            for source, targets in sources.items()
+            for target in targets]
 
 
 def source_images(config_name: str) -> float | None:
@@ -128,16 +130,13 @@ class TransferExperimentBase(XferscaleRun):
     one per seed, with ``metric`` and ``value``) and reports their mean in percent.
     """
 
-    model = parameter(["tiny"])
-    source = parameter(["default"])
-    target = parameter(["default"])
+    model = variable(str, value="tiny")
+    source = variable(str, value="default")
+    target = variable(str, value="default")
     seeds = variable(str, value="0-4")
     #: Folder holding the pre-training runs (<root>/<model>_<source>/checkpoint.pt).
     checkpoint_root = variable(str, value="runs")
     results_dir = variable(str, value="results")
-
-    def has_paper_reference(self) -> bool:
-        return paper_transfer(self.model, self.source, self.target) is not None
 
     @run_after("init")
     def need_transfer_command(self) -> None:
