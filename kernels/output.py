@@ -65,13 +65,15 @@ def parse_results(text: str, kernel: str | None = None) -> list[dict[str, Any]]:
         line = raw.strip()
         # torchrun may prefix lines with "[rank0]:"; the JSON object starts at the first "{".
         start = line.find("{")
-        if start < 0 or '"schema"' not in line:
+        if start < 0 or '"kernel"' not in line:
             continue
         try:
             record = json.loads(line[start:])
         except json.JSONDecodeError:
             continue
-        if not isinstance(record, dict) or record.get("schema") != SCHEMA:
+        # A line of ours has the schema tag; a kernel that prints its own JSON line with a
+        # "kernel" key but no tag is accepted too.
+        if not isinstance(record, dict) or record.get("schema", SCHEMA) != SCHEMA or "kernel" not in record:
             continue
         if kernel is None or record.get("kernel") == kernel:
             found.append(record)

@@ -30,6 +30,7 @@ def test_parse_finds_lines_among_noise_and_torchrun_prefixes():
     text = "\n".join([
         "loading...",
         '{"not": "ours"}',
+        '{"schema":"other/2","kernel":"train"}',
         '[rank0]: {"schema":"xferscale.bench/1","kernel":"allreduce","busbw_peak_gbps":1.5}',
         '{"schema":"xferscale.bench/1","kernel":"train","images_per_s_total":3.0}',
         '{"schema":"xferscale.bench/1","kernel":"train","images_per_s_total":4.0}',
@@ -38,6 +39,10 @@ def test_parse_finds_lines_among_noise_and_torchrun_prefixes():
     assert [r["kernel"] for r in parse_results(text)] == ["allreduce", "train", "train"]
     assert parse_result(text, "allreduce")["busbw_peak_gbps"] == 1.5
     assert parse_result(text, "train")["images_per_s_total"] == 4.0  # the last one wins
+
+
+def test_a_kernel_json_line_without_the_schema_tag_is_read():
+    assert parse_result('{"kernel": "loader", "results": {"dali": {"images_per_s": 5.0}}}', "loader")["results"]
 
 
 def test_missing_result_names_the_kernel():

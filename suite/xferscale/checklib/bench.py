@@ -1,6 +1,8 @@
 """Library classes of the benchmark checks: train throughput, scaling sweep, all-reduce."""
 from __future__ import annotations
 
+import importlib.util
+
 import reframe.utility.sanity as sn
 from reframe.core.builtins import parameter, performance_function, run_after, run_before, sanity_function, variable
 
@@ -129,3 +131,50 @@ class AllReduceBase(XferscaleRun):
     @performance_function("ms")
     def time_gradient(self):
         return self.result_value("time_gradient_ms")
+
+
+class LoaderThroughputBase(XferscaleRun):
+    """``xferscale bench loader``: images/s of the DALI and torch input pipelines."""
+
+    backends = variable(str, value="dali,torch")
+    batch_size = variable(int, value=256)
+    image_size = variable(int, value=224)
+    batches = variable(int, value=50)
+    workers = variable(int, value=10)
+    #: Prepared dataset folder (empty: the partition's extras['dataset'], else synthetic JPEGs).
+    dataset = variable(str, value="")
+    result_kernel = "loader"
+
+    @run_after("init")
+    def need_loader_kernel(self) -> None:
+        self.skip_if(importlib.util.find_spec("xferscale.kernels.loader") is None,
+                     "the loader kernel (xferscale.kernels.loader) is not installed in this build")
+
+    @run_after("setup")
+    def cpu_sizes(self) -> None:
+        if not self.on_gpu:
+            self.batch_size, self.image_size, self.batches, self.workers = 16, 64, 3, 1
+
+    def xferscale_args(self) -> list[str]:
+        args = ["bench", "loader", "--backends", self.backends, "--batch-size", str(self.batch_size),
+                "--image-size", str(self.image_size), "--batches", str(self.batches), "--warmup", "1",
+                "--workers", str(self.workers)]
+        dataset = self.dataset or (self.current_partition.extras.get("dataset", "") if self.on_gpu else "")
+        return args + (["--data", dataset] if dataset else ["--synthetic-images", "64"])
+
+    @sanity_function
+    def assert_measured(self):
+        results = sn.getitem(self.result(), "results")
+        return sn.all([sn.assert_gt(sn.getitem(sn.getitem(results, b), "images_per_s"), 0,
+                                    msg=f"{b}: no images/s") for b in self.backends.split(",")])
+
+    def backend_rate(self, backend: str) -> float:
+        return float(sn.evaluate(self.result())["results"][backend]["images_per_s"])
+
+    @performance_function("img/s")
+    def dali_images_per_s(self):
+        return self.backend_rate("dali")
+
+    @performance_function("img/s")
+    def torch_images_per_s(self):
+        return self.backend_rate("torch")
