@@ -89,3 +89,25 @@ def test_every_check_file_points_at_an_existing_reference_file():
         for ref in re.findall(r'"\$ref": "([^"]+)"', check.read_text()):
             data = yaml.safe_load((CHECKS / ref).read_text())
             assert data and all("$index" in v for v in data.values()), f"{check.name} -> {ref}"
+
+
+def test_juwels_job_script_launches_one_task_per_gpu_in_the_container(tmp_path):
+    """The GPU path as ReFrame writes it (--dry-run: job scripts, no submission)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RFM_")}
+    env.update(RFM_CONFIG_FILES=str(CHECKS / "config" / "juwels_booster.py"), XFERSCALE_MODULES_SYSTEM="nomod",
+               XFERSCALE_IMAGE="/p/project/x/xferscale.sif", XFERSCALE_ACCOUNT="proj",
+               XFERSCALE_RFM_STAGE=str(tmp_path / "stage"))
+    cmd = [sys.executable, "-c", "import sys; from reframe.frontend.cli import main; sys.argv[0] = 'reframe'; main()",
+           "-c", str(CHECKS / "scaling.py"), "--system", "juwels_booster:booster", "-n", "ScalingSweep",
+           "-x", r"num_workers=(1|4|16|32|64|128|256|512|1024) ", "--dry-run", "--prefix", str(tmp_path), "--nocolor"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (text,) = [t for t in (p.read_text() for p in (tmp_path / "stage").rglob("rfm_job.sh")) if "--ntasks=8\n" in t]
+    for line in ["#SBATCH --ntasks=8", "#SBATCH --ntasks-per-node=4", "#SBATCH --gres=gpu:4",
+                 "#SBATCH --partition=booster", "#SBATCH --account=proj", "export NCCL_SOCKET_IFNAME=ib0"]:
+        assert line in text
+    assert 'export MASTER_ADDR="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)i"' in text
+    launch = text.strip().splitlines()[-1]
+    assert launch.startswith("srun ") and "--cpu-bind=none" in launch
+    assert "apptainer exec" in launch and "--nv" in launch and "/p/project/x/xferscale.sif xferscale bench train" in launch
+    assert "--model r152x4 --precision fp32" in launch

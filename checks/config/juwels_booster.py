@@ -29,6 +29,8 @@ def _partition(part):
         "max_jobs": 8,
         "time_limit": part.max_time,
         "container_platforms": [{"type": SITE.container_platform, "default": True}],
+        # ReFrame's managed GPU resource: num_gpus_per_node -> --gres=gpu:N
+        "resources": [{"name": "_rfm_gpu", "options": ["--gres=gpu:{num_gpus_per_node}"]}],
         "env_vars": [[k, v] for k, v in SITE.env.items()],
         "processor": {"num_cpus": 96, "num_cpus_per_core": 2, "num_sockets": 2, "num_cpus_per_socket": 48},
         "devices": [{"type": "gpu", "model": "A100", "arch": "sm_80", "num_devices": SITE.gpus_per_node}],
@@ -62,7 +64,6 @@ site_configuration = {
         {
             "name": "apptainer",
             "features": ["torch"],
-            "env_vars": [["PYTHONNOUSERSITE", "1"]],
         },
     ],
     "logging": [

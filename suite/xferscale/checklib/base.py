@@ -50,9 +50,6 @@ class XferscaleRun(rfm.RunOnlyRegressionTest):
     #: partition's ``extras['container_image']``, else run ``xferscale`` from PATH.
     container_image = variable(str, value="")
 
-    #: Run the paper experiments (hours to days on GPUs); off unless -S run_long=true.
-    run_long = variable(bool, value=False)
-
     #: The kernel / command whose JSON result line this check reads.
     result_kernel = variable(str, type(None), value=None)
 
@@ -80,11 +77,6 @@ class XferscaleRun(rfm.RunOnlyRegressionTest):
         """Make this variant a GPU-mode or a CPU-mode (CI) test: where it runs, its tags."""
         self.valid_systems = GPU_PARTITIONS if gpu else CPU_PARTITIONS
         self.tags |= {"gpu", "benchmark"} if gpu else {"cpu", "ci"}
-
-    def run_on_request(self) -> None:
-        """A GPU run of hours to days: skipped unless asked for with -S run_long=true."""
-        self.skip_if(self.on_gpu and not self.run_long,
-                     "a long paper experiment: select it with -t experiment -S run_long=true")
 
     def run_nowhere(self) -> None:
         """A parameter combination with no mode (e.g. tf32 on the CPU): no valid system."""

@@ -106,6 +106,7 @@ class AllReduceBase(XferscaleRun):
     framework = parameter(["torch"])
     model = variable(str, value="r152x4")
     min_bytes = variable(str, value="1K")
+    factor = variable(int, value=2)
     max_bytes = variable(str, value="")  # empty: the model's gradient size
     iters = variable(int, value=20)
     result_kernel = "allreduce"
@@ -113,11 +114,11 @@ class AllReduceBase(XferscaleRun):
     @run_after("setup")
     def cpu_sizes(self) -> None:
         if not self.on_gpu:  # three sizes over gloo: the path, not the numbers, is under test
-            self.min_bytes, self.max_bytes, self.iters = "64K", self.max_bytes or "1M", 3
+            self.min_bytes, self.max_bytes, self.factor, self.iters = "64K", self.max_bytes or "1M", 4, 3
 
     def xferscale_args(self) -> list[str]:
         args = ["bench", "allreduce", "--framework", self.framework, "--model", self.model,
-                "--min-bytes", self.min_bytes, "--factor", "4", "--iters", str(self.iters), "--warmup", "2"]
+                "--min-bytes", self.min_bytes, "--factor", str(self.factor), "--iters", str(self.iters), "--warmup", "2"]
         return args + (["--max-bytes", self.max_bytes] if self.max_bytes else [])
 
     @performance_function("GB/s")

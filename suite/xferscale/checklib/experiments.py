@@ -58,7 +58,19 @@ def source_images(config_name: str) -> float | None:
     return None
 
 
-class PretrainExperimentBase(XferscaleRun):
+class ExperimentRun(XferscaleRun):
+    """A paper experiment: on GPUs it runs for hours to days, so only on request."""
+
+    #: Run the paper experiments on GPUs; off unless -S run_long=true.
+    run_long = variable(bool, value=False)
+
+    @run_after("setup")
+    def long_runs_on_request(self) -> None:
+        self.skip_if(self.on_gpu and not self.run_long,
+                     "a long paper experiment: select it with -t experiment -S run_long=true")
+
+
+class PretrainExperimentBase(ExperimentRun):
     """``xferscale pretrain --config NAME``; reads ``<output_dir>/summary.json``."""
 
     config = parameter(["default"])
@@ -67,10 +79,6 @@ class PretrainExperimentBase(XferscaleRun):
     #: Folder of prepared datasets, one sub-folder per source (data.path=<root>/<source>).
     data_root = variable(str, value="")
     extra_overrides = variable(list, value=[])
-
-    @run_after("setup")
-    def long_runs_on_request(self) -> None:
-        self.run_on_request()
 
     @property
     def output_dir(self) -> str:
@@ -123,7 +131,7 @@ class PretrainExperimentBase(XferscaleRun):
         return cfg.schedule.epochs * images / self.result_value("images_per_s_total") / 3600
 
 
-class TransferExperimentBase(XferscaleRun):
+class TransferExperimentBase(ExperimentRun):
     """A full-shot transfer of a pre-trained checkpoint, scored against the paper.
 
     Reads the result records the transfer writes (``results/.../shots-full/seed-*.json``,
@@ -149,10 +157,6 @@ class TransferExperimentBase(XferscaleRun):
         checkpoint = os.path.join(self.checkpoint_root, f"{self.model}_{self.source}", "checkpoint.pt")
         return ["transfer", "--checkpoint", checkpoint, "--target", self.target, "--shots", "full",
                 "--seeds", self.seeds, "--results", self.results_dir]
-
-    @run_after("setup")
-    def long_runs_on_request(self) -> None:
-        self.run_on_request()
 
     @run_before("run")
     def pretrain_demo_first(self) -> None:
