@@ -12,6 +12,7 @@ here would double the cost of ``prepare``; truncated bodies are left to the deco
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
@@ -38,10 +39,11 @@ def image_problem(image: Path | bytes) -> str | None:
     the content rather than trust the name.
     """
     if isinstance(image, Path):
-        if not image.is_file():
+        try:
+            if image.stat().st_size == 0:
+                return "image file empty"
+        except FileNotFoundError:
             return "image file missing"
-        if image.stat().st_size == 0:
-            return "image file empty"
         source = image
     else:
         if not image:
@@ -66,31 +68,41 @@ def png_bytes(array: np.ndarray) -> bytes:
 
 def class_folders(root: Path) -> list[str]:
     """Sorted names of the sub-folders of ``root`` (one per class)."""
-    return sorted(p.name for p in root.iterdir() if p.is_dir())
+    return sorted(name for name, is_dir in _listing(root) if is_dir)
+
+
+def _listing(folder: Path) -> list[tuple[str, bool]]:
+    """Sorted (name, is_dir) of a folder; scandir's d_type saves a stat per entry, which
+    matters for 1.3 M ImageNet files on a parallel file system."""
+    with os.scandir(folder) as entries:
+        return sorted((e.name, e.is_dir()) for e in entries)
 
 
 def class_folder_samples(root: Path, class_index: Mapping[str, int], split: str, source: str,
                          log: Reconciliation) -> Iterator[Sample]:
     """Samples of a ``<root>/<class>/<image>`` tree, classes and files in sorted order.
 
-    Every file is counted; a file that is not an image, or a folder whose class is not in
-    ``class_index`` (e.g. a val class with no train images), is skipped with the reason.
-    Loose files directly under ``root`` are skipped too: they have no class.
+    Every entry is counted; a file that is not an image, a file in a folder whose class is
+    not in ``class_index`` (e.g. a val class with no train images), a loose file directly
+    under ``root`` and a nested folder are skipped with the reason.
     """
-    for entry in sorted(root.iterdir()):
-        if not entry.is_dir():
+    for name, is_dir in _listing(root):
+        if not is_dir:
             log.row()
-            log.skip(str(entry), "file outside any class folder")
+            log.skip(str(root / name), "file outside any class folder")
             continue
-        index = class_index.get(entry.name)
-        for path in sorted(p for p in entry.iterdir() if not p.is_dir()):
+        index = class_index.get(name)
+        for file, nested in _listing(root / name):
+            path = root / name / file
             log.row()
-            if index is None:
-                log.skip(str(path), f"class folder {entry.name!r} is not a known class")
-                continue
-            sample = image_sample(path, path.stem, split, index, source, log)
-            if sample is not None:
-                yield sample
+            if nested:
+                log.skip(str(path), "folder inside a class folder (not read)")
+            elif index is None:
+                log.skip(str(path), f"class folder {name!r} is not a known class")
+            else:
+                sample = image_sample(path, path.stem, split, index, source, log)
+                if sample is not None:
+                    yield sample
 
 
 def image_sample(path: Path, key: str, split: str, index: int, source: str,

@@ -51,7 +51,7 @@ def read(raw: Path, log: Reconciliation) -> tuple[DatasetSpec, Iterable[Sample]]
         logger.warning("%s: %d class folders, ILSVRC2012 has %d; preparing the subset found",
                        train, len(classes), EXPECTED_CLASSES)
     index = {wnid: i for i, wnid in enumerate(classes)}
-    if any(p.is_dir() for p in val.iterdir()):
+    if class_folders(val):
         val_samples = class_folder_samples(val, index, "val", NAME, log)
     else:
         val_samples = _flat_val_samples(val, _flat_val_truth(raw, data, val), index, log)

@@ -251,6 +251,8 @@ def test_imagenet1k_class_folders(tmp_path, caplog):
     write_image(tmp_path / "val" / WNIDS[0] / "ILSVRC2012_val_00000002.JPEG")
     write_image(tmp_path / "val" / WNIDS[1] / "ILSVRC2012_val_00000001.JPEG")
     write_image(tmp_path / "val" / "n09999999" / "ILSVRC2012_val_00000003.JPEG")
+    (tmp_path / "train" / WNIDS[1] / "boxes").mkdir()
+    (tmp_path / "train" / "LICENSE").write_text("terms")
     with caplog.at_level(logging.WARNING, logger="xferscale.data_prep.imagenet1k"):
         spec, samples, log = run(imagenet1k, tmp_path)
     assert "2 class folders, ILSVRC2012 has 1000" in caplog.text
@@ -259,8 +261,10 @@ def test_imagenet1k_class_folders(tmp_path, caplog):
         ("n01440764_10", "train", (0,)), ("n01440764_2", "train", (0,)),
         ("n01443537_10", "train", (1,)), ("n01443537_2", "train", (1,)),
         ("ILSVRC2012_val_00000002", "val", (0,)), ("ILSVRC2012_val_00000001", "val", (1,))]
-    assert log.rows_read == 8
+    assert log.rows_read == 10
     assert skips(log) == {"ReadMe.txt": "not an image file name (suffix '.txt')",
+                          "LICENSE": "file outside any class folder",
+                          "boxes": "folder inside a class folder (not read)",
                           "ILSVRC2012_val_00000003.JPEG": "class folder 'n09999999' is not a known class"}
 
 
