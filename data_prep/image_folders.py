@@ -27,8 +27,10 @@ IMAGE_SUFFIXES = frozenset({".jpeg", ".jpg", ".png"})
 DECODABLE_FORMATS = frozenset({"JPEG", "MPO", "PNG"})
 
 
-def is_image_name(name: str) -> bool:
-    return Path(name).suffix.lower() in IMAGE_SUFFIXES
+def name_problem(name: str) -> str | None:
+    """Why a file name is not an image's (its suffix), or None for .jpg/.jpeg/.png."""
+    suffix = Path(name).suffix
+    return None if suffix.lower() in IMAGE_SUFFIXES else f"not an image file name (suffix {suffix!r})"
 
 
 def image_problem(image: Path | bytes) -> str | None:
@@ -108,10 +110,7 @@ def class_folder_samples(root: Path, class_index: Mapping[str, int], split: str,
 def image_sample(path: Path, key: str, split: str, index: int, source: str,
                  log: Reconciliation) -> Sample | None:
     """A Sample for an image file, or None after logging why the file is unusable."""
-    if not is_image_name(path.name):
-        log.skip(str(path), f"not an image file name (suffix {path.suffix!r})")
-        return None
-    problem = image_problem(path)
+    problem = name_problem(path.name) or image_problem(path)
     if problem is not None:
         log.skip(str(path), problem)
         return None

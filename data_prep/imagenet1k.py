@@ -64,10 +64,10 @@ def _flat_val_truth(raw: Path, data: Path, val: Path) -> tuple[Path, dict[str, s
     solution = first_existing([raw / KAGGLE_SOLUTION, data / KAGGLE_SOLUTION])
     if solution is not None:
         return solution, read_kaggle_solution(solution)
-    devkit = first_existing(d for d in (raw / "ILSVRC2012_devkit_t12" / "data", raw / "data", raw)
-                            if (d / DEVKIT_TRUTH).is_file())
-    if devkit is not None:
-        return devkit / DEVKIT_TRUTH, read_devkit_truth(devkit / DEVKIT_TRUTH, devkit / "meta.mat")
+    devkit_dirs = (raw / "ILSVRC2012_devkit_t12" / "data", raw / "data", raw)
+    truth = first_existing(d / DEVKIT_TRUTH for d in devkit_dirs)
+    if truth is not None:
+        return truth, read_devkit_truth(truth, truth.parent / "meta.mat")
     raise PrepareError(f"{val}: flat val images need ground truth: {raw / KAGGLE_SOLUTION} or "
                        f"{raw / 'ILSVRC2012_devkit_t12' / 'data' / DEVKIT_TRUTH} with meta.mat")
 
@@ -107,7 +107,8 @@ def read_devkit_truth(truth_path: Path, meta_path: Path) -> dict[str, str]:
                         truth_path, "ILSVRC2012_ID")
     unknown = sorted(set(ids.tolist()) - set(wnid_of))
     if unknown:
-        raise PrepareError(f"{truth_path}: ILSVRC2012_IDs {unknown[:5]} are not leaf synsets of {meta_path}")
+        raise PrepareError(f"{truth_path}: ILSVRC2012_IDs {unknown[:5]} are not leaf synsets "
+                           f"of {meta_path}")
     return {f"ILSVRC2012_val_{n:08d}": wnid_of[i] for n, i in enumerate(ids.tolist(), start=1)}
 
 
@@ -115,7 +116,8 @@ def _int_line(path: Path, number: int, line: str) -> int:
     try:
         return int(line)
     except ValueError:
-        raise PrepareError(f"{path}:{number}: expected an ILSVRC2012_ID, got {line.strip()!r}") from None
+        raise PrepareError(f"{path}:{number}: expected an ILSVRC2012_ID, "
+                           f"got {line.strip()!r}") from None
 
 
 def _flat_val_samples(val: Path, truth: tuple[Path, dict[str, str]], index: Mapping[str, int],

@@ -33,7 +33,7 @@ from typing import Iterable, Iterator
 from tqdm import tqdm
 
 from xferscale.data.records import DatasetSpec, PrepareError, Reconciliation, Sample
-from xferscale.data_prep.image_folders import image_problem, is_image_name, nonempty
+from xferscale.data_prep.image_folders import image_problem, name_problem, nonempty
 from xferscale.data_prep.raw_files import require_dir
 
 NAME = "imagenet21k"
@@ -88,6 +88,15 @@ def _complete_members(path: Path, tar: tarfile.TarFile) -> list[tarfile.TarInfo]
     return members
 
 
+def _member_problem(member: tarfile.TarInfo, seen_before: bool) -> str | None:
+    """Why a tar member is not read as an image (before extracting it), or None."""
+    if not member.isfile():
+        return "tar member is not a regular file"
+    if seen_before:
+        return "duplicate member name in the same synset tar"
+    return name_problem(member.name)
+
+
 def _synset_samples(path: Path, label: int, log: Reconciliation) -> Iterator[Sample]:
     wnid = path.stem
     try:
@@ -99,20 +108,15 @@ def _synset_samples(path: Path, label: int, log: Reconciliation) -> Iterator[Sam
                 log.row()
                 ref = f"{path.name}:{member.name}"
                 key = sample_key(wnid, member.name)
-                if not member.isfile():
-                    log.skip(ref, "tar member is not a regular file")
-                elif not is_image_name(member.name):
-                    log.skip(ref, f"not an image file name (suffix {PurePosixPath(member.name).suffix!r})")
-                elif key in seen:
-                    log.skip(ref, "duplicate member name in the same synset tar")
-                else:
+                problem = _member_problem(member, key in seen)
+                if problem is None:
                     seen.add(key)
                     data = tar.extractfile(member).read()
                     problem = image_problem(data)
-                    if problem is not None:
-                        log.skip(ref, problem)
-                        continue
-                    yield Sample(key=key, split=SPLIT, image=data, labels=(label,), source=NAME)
+                if problem is not None:
+                    log.skip(ref, problem)
+                    continue
+                yield Sample(key=key, split=SPLIT, image=data, labels=(label,), source=NAME)
     except (tarfile.TarError, EOFError, OSError) as e:
         raise PrepareError(f"{path}: corrupt or truncated tar ({type(e).__name__}: {e}); "
                            "re-download it") from e

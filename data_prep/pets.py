@@ -71,9 +71,10 @@ def _class_names(entries: list[_Entry]) -> tuple[str, ...]:
         if names.setdefault(e.class_id, breed_of(e.image)) != breed_of(e.image):
             raise PrepareError(f"{e.where}: CLASS-ID {e.class_id} is {breed_of(e.image)!r} here "
                                f"but {names[e.class_id]!r} elsewhere")
-    missing = sorted(set(range(1, max(names) + 1)) - set(names))
-    if min(names) < 1 or missing:
-        raise PrepareError(f"annotations: CLASS-IDs must run 1..{max(names)}; missing {missing}")
+    found, expected = set(names), set(range(1, max(names) + 1))
+    if found != expected:
+        raise PrepareError(f"annotations: CLASS-IDs must run 1..{max(names)}; missing "
+                           f"{sorted(expected - found)}, unexpected {sorted(found - expected)}")
     return tuple(names[k] for k in range(1, max(names) + 1))
 
 

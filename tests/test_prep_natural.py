@@ -230,6 +230,9 @@ def test_pets_named_errors(pets_raw):
     (ann / "test.txt").write_text("Abyssinian_5 2 1 1\n")
     with pytest.raises(PrepareError, match=r"CLASS-ID 2 is 'Abyssinian' here but 'american_bulldog'"):
         pets.read(pets_raw, Reconciliation())
+    (ann / "test.txt").write_text("Bengal_7 5 1 2\n")
+    with pytest.raises(PrepareError, match=r"CLASS-IDs must run 1..5; missing \[4\]"):
+        pets.read(pets_raw, Reconciliation())
     (ann / "test.txt").unlink()
     with pytest.raises(PrepareError, match=r"test.txt: missing file"):
         pets.read(pets_raw, Reconciliation())
@@ -334,24 +337,31 @@ def test_imagenet1k_named_errors(tmp_path):
 
 
 # ---------------------------------------------------------------- ImageNet-21k
-def write_tar(path: Path, members: dict[str, bytes]) -> Path:
+def write_tar(path: Path, members: list[tuple[str, bytes | None]]) -> Path:
+    """A tar of (name, data) members, in that order; data None adds a symlink."""
     with tarfile.open(path, "w") as tar:
-        for name, data in members.items():
+        for name, data in members:
             info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
+            if data is None:
+                info.type, info.linkname = tarfile.SYMTYPE, "elsewhere.JPEG"
+                tar.addfile(info)
+            else:
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
     return path
 
 
 @pytest.fixture
 def in21k_raw(tmp_path):
     shared = image_bytes(seed=42)  # one photo verified for both synsets
-    write_tar(tmp_path / "n01443537.tar", {"n01443537_5.JPEG": image_bytes(seed=5),
-                                           "n01440764_1.JPEG": shared,
-                                           "n01443537_6.JPEG": b"not an image"})
-    write_tar(tmp_path / "n01440764.tar", {"n01440764_2.JPEG": image_bytes(seed=2),
-                                           "n01440764_1.JPEG": shared,
-                                           "n01440764_3.txt": b"notes"})
+    write_tar(tmp_path / "n01443537.tar", [("n01443537_5.JPEG", image_bytes(seed=5)),
+                                           ("n01440764_1.JPEG", shared),
+                                           ("n01443537_6.JPEG", b"not an image")])
+    write_tar(tmp_path / "n01440764.tar", [("n01440764_2.JPEG", image_bytes(seed=2)),
+                                           ("n01440764_1.JPEG", shared),
+                                           ("n01440764_3.txt", b"notes"),
+                                           ("n01440764_2.JPEG", image_bytes(seed=3)),
+                                           ("n01440764_4.JPEG", None)])
     (tmp_path / "README.txt").write_text("release notes")
     return tmp_path
 
@@ -367,9 +377,12 @@ def test_imagenet21k_one_pair_per_label(in21k_raw):
     shared = [s for s in samples if s.key.endswith("n01440764_1")]
     assert [s.labels for s in shared] == [(0,), (1,)] and shared[0].image == shared[1].image
     assert isinstance(samples[0].image, bytes) and Image.open(io.BytesIO(samples[0].image)).size == (8, 8)
-    assert log.rows_read == 7
+    assert samples[1].image == image_bytes(seed=2)  # the first of two same-named members
+    assert log.rows_read == 9
     assert {s.ref: s.reason for s in log.skips} == {
         str(in21k_raw / "README.txt"): "not a <wnid>.tar synset archive",
+        "n01440764.tar:n01440764_2.JPEG": "duplicate member name in the same synset tar",
+        "n01440764.tar:n01440764_4.JPEG": "tar member is not a regular file",
         "n01440764.tar:n01440764_3.txt": "not an image file name (suffix '.txt')",
         "n01443537.tar:n01443537_6.JPEG": "not a readable image (UnidentifiedImageError)"}
     assert [(s.key, s.image) for s in run(imagenet21k, in21k_raw)[1]] == [(s.key, s.image) for s in samples]
@@ -377,7 +390,8 @@ def test_imagenet21k_one_pair_per_label(in21k_raw):
 
 @pytest.mark.parametrize("cut", ["header boundary", "inside data"])
 def test_imagenet21k_truncated_tar_is_named(in21k_raw, cut):
-    path = write_tar(in21k_raw / "n02084071.tar", {f"n02084071_{i}.JPEG": image_bytes(seed=i) for i in range(3)})
+    path = write_tar(in21k_raw / "n02084071.tar",
+                     [(f"n02084071_{i}.JPEG", image_bytes(seed=i)) for i in range(3)])
     with tarfile.open(path) as tar:
         third = tar.getmembers()[2].offset
     data = path.read_bytes()
