@@ -298,10 +298,16 @@ def write_devkit(data: Path, truth: str, synsets: bool = True) -> Path:
     devkit = data / "ILSVRC2012_devkit_t12" / "data"
     devkit.mkdir(parents=True)
     (devkit / "ILSVRC2012_validation_ground_truth.txt").write_text(truth)
-    # meta.mat's 'synsets' is an 1860x1 struct array; leaves (num_children 0) are the classes
-    rows = [(1, WNIDS[1], "goldfish", 0), (2, WNIDS[0], "tench", 0), (1001, "n00001740", "entity", 2)]
-    table = np.array(rows, dtype=[("ILSVRC2012_ID", "O"), ("WNID", "O"), ("words", "O"),
-                                  ("num_children", "O")]).reshape(-1, 1)
+    # meta.mat's 'synsets' is an 1860x1 struct array with these fields; its leaves
+    # (num_children 0) are the 1000 classes, ILSVRC2012_ID 1..1000
+    fields = ("ILSVRC2012_ID", "WNID", "words", "gloss", "num_children", "children",
+              "wordnet_height", "num_train_images")
+    rows = [(1, WNIDS[1], "goldfish", "a fish", 0, np.zeros(0, np.uint16), 0, 1300),
+            (2, WNIDS[0], "tench", "a fish", 0, np.zeros(0, np.uint16), 0, 1300),
+            (1001, "n00001740", "entity", "everything", 2, np.array([1, 2], np.uint16), 19, 0)]
+    table = np.empty((len(rows), 1), dtype=[(f, "O") for f in fields])
+    for i, row in enumerate(rows):
+        table[i, 0] = row
     savemat(devkit / "meta.mat", {"synsets" if synsets else "classes": table})
     return devkit
 
