@@ -39,7 +39,8 @@ class _Batch:
 def read_release(raw: Path, log: Reconciliation, release: CifarRelease
                  ) -> tuple[DatasetSpec, Iterable[Sample]]:
     """Validate every batch up front (keys, shapes, lengths), then stream PNG samples."""
-    root = raw / release.folder if (raw / release.folder).is_dir() else raw
+    # RAW may be the unpacked release folder itself or its parent
+    root = raw if (raw / release.meta).is_file() else raw / release.folder
     meta_path = root / release.meta
     names = load_pickle(meta_path, [release.names_key])[release.names_key]
     classes = tuple(n.decode("utf-8") if isinstance(n, bytes) else str(n) for n in names)

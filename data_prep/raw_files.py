@@ -39,7 +39,7 @@ def load_pickle(path: Path, keys: Iterable[str]) -> dict[str, Any]:
     The CIFAR pickles were written by Python 2, so ``encoding="bytes"`` gives ``bytes``
     keys (b'data', b'labels'); they are decoded here so that callers use plain names.
     """
-    require_file(path, "pickled batch")
+    require_file(path, "CIFAR python pickle")
     try:
         with open(path, "rb") as f:
             obj = pickle.load(f, encoding="bytes")

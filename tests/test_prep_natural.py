@@ -139,6 +139,8 @@ def test_cifar100_uses_fine_labels(tmp_path):
     assert by_split(samples) == {"train": [f"train_{i:05d}" for i in range(1, 5)],
                                  "test": ["test_00001", "test_00002"]}
     assert log.rows_read == 6 and not log.skips
+    with pytest.raises(PrepareError, match=r"cifar-100-python/meta: missing file"):
+        cifar100.read(tmp_path / "elsewhere", Reconciliation())
     dump(root / "meta", {b"coarse_label_names": [b"fruit"]})
     with pytest.raises(PrepareError, match=r"meta: pickle lacks key\(s\) \['fine_label_names'\]"):
         cifar100.read(tmp_path, Reconciliation())
