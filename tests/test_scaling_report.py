@@ -104,3 +104,12 @@ def test_report_fails_on_a_missed_reference_and_on_no_data(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert _run_report(empty, tmp_path / "out2", "--no-figure") == 1
+
+
+def test_paper_comparison_needs_no_perflogs(capsys):
+    parser = argparse.ArgumentParser()
+    scaling.add_arguments(parser)
+    assert scaling.run(parser.parse_args(["--paper"])) == 0
+    out = capsys.readouterr().out
+    assert "| 1024 | 93.77 |" in out and "max error" in out
+    assert scaling.run(parser.parse_args([])) == 2

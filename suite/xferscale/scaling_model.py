@@ -191,3 +191,29 @@ def paper_r152x4_model(per_gpu_batch: int = 16, achieved_tflops: float = 11.7) -
     flops_per_image = 3 * 2 * 186.9e9
     step = per_gpu_batch * flops_per_image / (achieved_tflops * 1e12)
     return ScalingModel(step_time_s=step, gradient_bytes=936_533_224 * 4)
+
+
+def paper_comparison(measured: dict[int, float]) -> tuple[Fit, Fit]:
+    """(a-priori, fitted) scaling models of the paper's Fig. 4 beside its efficiencies.
+
+    A priori: the given links, half a step of overlap, 5 us per tree level. Fitted: overlap
+    and per-message latency chosen by least squares (Horovod's 64 MiB fused messages).
+    """
+    model = paper_r152x4_model()
+    return compare(model, measured), fit(model, measured, free=("overlap", "latency_us"))
+
+
+def comparison_table(a_priori: Fit, fitted: Fit) -> str:
+    """Markdown: N, the paper's E(N), both models' E(N) and their errors."""
+    lines = ["| N | paper E(N) % | a-priori model % | fitted model % | fitted - paper (pp) |",
+             "|---:|---:|---:|---:|---:|"]
+    for n, e in sorted(fitted.measured.items()):
+        lines.append(f"| {n} | {e:.2f} | {a_priori.predicted[n]:.2f} | {fitted.predicted[n]:.2f} | "
+                     f"{fitted.errors[n]:+.2f} |")
+    m = fitted.model
+    lines += ["", f"t1 = {m.step_time_s:.3f} s (R152x4, batch 16/GPU, estimated), gradient {m.gradient_bytes / 1e9:.2f} GB, "
+              f"busbw {m.links.intra_busbw_gbps:.0f} / {m.links.inter_busbw_gbps:.0f} GB/s (NVLink / 4x HDR200).",
+              f"A priori: max error {a_priori.max_abs_error:.2f} pp. Fitted (overlap {m.overlap:.3f}, "
+              f"{m.links.latency_us:.0f} us per tree level per message): max error {fitted.max_abs_error:.2f} pp, "
+              f"RMS {fitted.rms_error:.2f} pp."]
+    return "\n".join(lines)

@@ -22,7 +22,9 @@ from typing import Iterable
 import yaml
 
 from xferscale.report.perflog import PerflogError, number, read_perflogs
-from xferscale.scaling_model import JUWELS_BOOSTER_LINKS, Interconnect, ScalingModel, gradient_bytes
+from xferscale.scaling_model import (
+    JUWELS_BOOSTER_LINKS, Interconnect, ScalingModel, comparison_table, gradient_bytes, paper_comparison,
+)
 
 
 @dataclass
@@ -171,7 +173,9 @@ def plot(series: Series, predicted: dict[int, float] | None, paper: dict[int, fl
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("perflog_dir", help="ReFrame perflog folder (--perflogdir / XFERSCALE_PERFLOGS)")
+    parser.add_argument("perflog_dir", nargs="?", help="ReFrame perflog folder (--perflogdir / XFERSCALE_PERFLOGS)")
+    parser.add_argument("--paper", action="store_true",
+                        help="print the scaling model beside the paper's Fig. 4 efficiencies (no perflogs needed)")
     parser.add_argument("--out", default=None, help="where to write scaling.md/.csv/.png (default: PERFLOG_DIR/report)")
     parser.add_argument("--check", default="ScalingSweep", help="the scaling check's class name")
     parser.add_argument("--gpus-per-node", type=int, default=4)
@@ -190,6 +194,13 @@ def _model_for(series: Series, links: Interconnect, args: argparse.Namespace) ->
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.paper:
+        print(comparison_table(*paper_comparison(paper_efficiencies())))
+        if not args.perflog_dir:
+            return 0
+    if not args.perflog_dir:
+        print("xferscale report scaling: give PERFLOG_DIR (or --paper)", file=sys.stderr)
+        return 2
     try:
         rows = read_perflogs(args.perflog_dir, args.check)
         allreduce_rows = read_perflogs(args.perflog_dir, "AllReduceSweep")
