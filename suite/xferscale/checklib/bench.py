@@ -21,20 +21,22 @@ class TrainThroughputBase(XferscaleRun):
     image_size = variable(dict, value={"tiny": 32, "r50x1": 224, "r152x4": 224})
     steps = variable(int, value=60)
     warmup_steps = variable(int, value=10)
+    #: Gradient all-reduce: auto (DDP) or horovod (the paper's; needs Horovod in the image).
+    distributed = variable(str, value="auto")
     #: Prepared dataset folder for the DALI/torch loaders (empty: partition extras 'dataset').
     dataset = variable(str, value="")
     result_kernel = "train"
 
     @run_after("setup")
     def cpu_sizes(self) -> None:
-        if not self.on_gpu:  # a CPU smoke run: a few steps are enough to time
-            self.steps, self.warmup_steps = 4, 1
+        if not self.on_gpu:  # a CPU smoke run: ~1 s of timed steps, the rest is start-up
+            self.steps, self.warmup_steps = 20, 2
 
     def xferscale_args(self) -> list[str]:
         args = [
             "bench", "train", "--model", self.model, "--precision", self.precision,
             "--batch-size", str(self.batch_per_gpu[self.model]), "--image-size", str(self.image_size[self.model]),
-            "--steps", str(self.steps), "--warmup", str(self.warmup_steps),
+            "--steps", str(self.steps), "--warmup", str(self.warmup_steps), "--distributed", self.distributed,
         ]
         if self.loader == "synthetic":
             return args + ["--data", "synthetic"]
@@ -94,9 +96,13 @@ class ScalingSweepBase(TrainThroughputBase):
 
     @sanity_function
     def assert_scaling(self):
+        # On GPUs E(N) far above 100 % means a broken measurement. CPU runs share their cores
+        # (CI runners, laptops), where a load spike can make either run arbitrarily slow:
+        # there only the arithmetic is checked.
+        upper = 150.0 if self.on_gpu else None
         return sn.all([
             self.assert_result(),
-            sn.assert_bounded(self.efficiency(), 0.0, 150.0, msg="E(N) = {0} % is not plausible"),
+            sn.assert_bounded(self.efficiency(), 0.0, upper, msg="E(N) = {0} % is not plausible"),
         ])
 
 
