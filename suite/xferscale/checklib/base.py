@@ -94,6 +94,9 @@ class XferscaleRun(rfm.RunOnlyRegressionTest):
 
     def _launch_cpu(self, args: list[str]) -> None:
         self.num_tasks = 1
+        # One thread per process at every N: T(1) and T(N) then use the cores alike, and
+        # torch's default (all cores per process) would oversubscribe a shared machine.
+        self.env_vars.setdefault("OMP_NUM_THREADS", "1")
         if self.num_workers == 1:
             self.executable, self.executable_opts = "xferscale", args
             return
@@ -102,7 +105,6 @@ class XferscaleRun(rfm.RunOnlyRegressionTest):
         self.executable_opts = [
             "--standalone", f"--nproc_per_node={self.num_workers}", "--no-python", "xferscale", *args,
         ]
-        self.env_vars.setdefault("OMP_NUM_THREADS", "1")
 
     def _launch_gpu(self, args: list[str]) -> None:
         max_nodes = self.current_partition.extras.get("max_nodes")
