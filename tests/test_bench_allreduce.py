@@ -30,3 +30,32 @@ def test_bus_bandwidth_follows_the_nccl_tests_convention():
     assert algbw == pytest.approx(2.0)
     assert busbw == pytest.approx(2.0 * 2 * 7 / 8)
     assert bus_bandwidth(1000, 1e-6, 1)[1] == 0.0  # one rank moves nothing
+
+
+@pytest.mark.slow
+def test_horovod_allreduce_runs_under_horovodrun(tmp_path):
+    """The Horovod path end to end (2 processes, gloo); skipped where Horovod is not built."""
+    import importlib.util
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from xferscale.kernels.output import parse_result
+
+    if importlib.util.find_spec("horovod") is None:
+        pytest.skip("Horovod is not installed (scripts/install_horovod.sh builds it)")
+    bindir = Path(sys.executable).parent
+    horovodrun = shutil.which("horovodrun", path=str(bindir)) or shutil.which("horovodrun")
+    xferscale = shutil.which("xferscale", path=str(bindir)) or shutil.which("xferscale")
+    cmd = [horovodrun, "-np", "2", "-H", "localhost:2", "--gloo", xferscale, "bench", "allreduce",
+           "--framework", "horovod", "--min-bytes", "16K", "--max-bytes", "64K", "--factor", "4",
+           "--iters", "2", "--warmup", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PATH": f"{bindir}:{os.environ['PATH']}"}
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = parse_result(proc.stdout, "allreduce")
+    assert result["framework"] == "horovod" and result["world_size"] == 2
+    assert [p["bytes"] for p in result["sizes"]] == [16384, 65536]
+    assert all(p["busbw_gbps"] > 0 for p in result["sizes"])
