@@ -14,7 +14,7 @@ import csv
 import io
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Iterable
@@ -141,6 +141,7 @@ def plot(series: Series, predicted: dict[int, float] | None, paper: dict[int, fl
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     ns = [p.n for p in series.points]
     single = next((p.total for p in series.points if p.n == 1), None)
@@ -155,6 +156,8 @@ def plot(series: Series, predicted: dict[int, float] | None, paper: dict[int, fl
                     ha="center", fontsize=7)
     ax.set(xscale="log", yscale="log", xlabel="GPUs (processes) N", ylabel="images/s (total)",
            title=f"{series.model} {series.precision} on {series.system}:{series.partition}")
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xticks(ns, [str(n) for n in ns])
     ax.legend(fontsize=8)
     ax_e.plot(ns, [p.efficiency for p in series.points], "o-", label="measured E(N)")
@@ -181,6 +184,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gpus-per-node", type=int, default=4)
     parser.add_argument("--overlap", type=float, default=0.5, help="scaling model: fraction of a step hiding the all-reduce")
     parser.add_argument("--bucket-mb", type=float, default=25.0, help="scaling model: gradient bucket (DDP 25, Horovod 64)")
+    parser.add_argument("--latency-us", type=float, default=None,
+                        help="scaling model: latency per tree level per message (default: the links'; "
+                             "126 fits the paper's Horovod runs)")
     parser.add_argument("--num-classes", type=int, default=1000, help="head size for the gradient size")
     parser.add_argument("--no-figure", action="store_true")
 
@@ -221,6 +227,8 @@ def run(args: argparse.Namespace) -> int:
                      "efficiency_percent", "model_efficiency_percent", "reference_percent", "verdict"])
     for series in all_series:
         links = measured_links(allreduce_rows, series.system, series.partition, args.gpus_per_node) or JUWELS_BOOSTER_LINKS
+        if args.latency_us is not None:
+            links = replace(links, latency_us=args.latency_us)
         model = _model_for(series, links, args)
         predicted = model.efficiencies(p.n for p in series.points) if model else None
         markdown.append(markdown_table(series, predicted))
