@@ -1,0 +1,57 @@
+"""Shared converter pieces: patient-level splits, table reading, label vectors."""
+from __future__ import annotations
+
+import inspect
+import re
+from collections import Counter
+
+import pytest
+
+from xferscale.data.records import PrepareError
+from xferscale.data_prep import padchest
+from xferscale.data_prep.common import image_problem, multi_hot, read_csv, split_by_patient
+
+FRACTIONS = {"train": 0.75, "val": 0.10, "test": 0.15}
+
+
+def test_split_by_patient_sizes_and_determinism():
+    patients = [f"p{i}" for i in range(200)]
+    splits = split_by_patient(patients + patients[:50], FRACTIONS, seed=3)  # repeats: one patient, one split
+    assert set(splits) == set(patients)
+    assert Counter(splits.values()) == {"train": 150, "val": 20, "test": 30}
+    assert split_by_patient(reversed(patients), FRACTIONS, seed=3) == splits  # order does not matter
+    assert split_by_patient(patients, FRACTIONS, seed=4) != splits  # the seed does
+
+
+def test_split_by_patient_stratified_keeps_class_balance():
+    patients = [f"p{i}" for i in range(100)]
+    strata = {p: int(p[1:]) % 4 == 0 for p in patients}  # 25 % positive
+    splits = split_by_patient(patients, {"train": 0.8, "test": 0.2}, strata=strata)
+    test = [p for p in patients if splits[p] == "test"]
+    assert len(test) == 20 and sum(strata[p] for p in test) == 5
+
+
+def test_split_by_patient_rejects_bad_fractions():
+    with pytest.raises(ValueError):
+        split_by_patient(["a"], {"train": -1.0, "test": 0.5})
+
+
+def test_read_csv_checks_the_header_before_any_row(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("a,b\n1,2\n")
+    with pytest.raises(PrepareError, match=r"t\.csv: missing column\(s\) \['c'\]; the header has \['a', 'b'\]"):
+        read_csv(path, ("a", "c"))
+    assert list(read_csv(path, ("a",))) == [{"a": "1", "b": "2"}]
+
+
+def test_image_problem_and_multi_hot(tmp_path):
+    (tmp_path / "empty.png").write_bytes(b"")
+    assert image_problem(tmp_path / "absent.png") == "missing image file"
+    assert image_problem(tmp_path / "empty.png") == "empty image file"
+    assert multi_hot(("a", "b", "c"), ["c", "a"]) == (1, 0, 1)
+
+
+def test_padchest_broken_list_covers_torchxrayvisions():
+    datasets = pytest.importorskip("torchxrayvision.datasets")
+    listed = set(re.findall(r'"(\d+_[\d-]+\.png)"', inspect.getsource(datasets.PC_Dataset)))
+    assert listed and listed <= padchest.BROKEN_FILES
