@@ -4,7 +4,7 @@
 ImageID, ImageDir (the number of the zip it came in, i.e. its sub-folder), PatientID,
 Projection (PA, L, AP, AP_horizontal, COSTAL, EXCLUDE, UNK) and ``Labels``, a Python-list
 string of report findings (``"['pleural effusion', ' cardiomegaly']"``: terms may carry a
-leading blank, ``[]`` occurs, a blank cell means the report was not labelled).
+leading blank, ``[]`` occurs, ``nan`` or a blank cell means the report was not labelled).
 
 The classes are the 27 pathologies of the paper's PadChest loader (torchxrayvision's list
 without "Tube"); a pathology is positive when a finding term contains its name or one of
@@ -132,7 +132,7 @@ def read_images(raw: Path, log: Reconciliation, name: str,
         path = _image_file(raw, row["ImageDir"].strip(), image_id)
         if views is not None and projection not in views:
             log.skip(ref, f"projection {projection or 'blank'} not in {'/'.join(sorted(views))}")
-        elif not labels:
+        elif not labels or labels.lower() == "nan":  # the release writes "nan" for unlabelled reports
             log.skip(ref, "no labels (blank Labels)")
         elif image_id in BROKEN_FILES:
             log.skip(ref, "known broken file")

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from xferscale.data.records import NEGATIVE as N, POSITIVE as P, UNKNOWN as U, PrepareError, Reconciliation
-from xferscale.data_prep import (chexpert, chexpert_mimic, chexpert_mimic_nih_padchest, covidx, mimic_cxr, nih,
-                                 padchest, padchest_cl, tuberculosis)
+from xferscale.data_prep import (chexpert, chexpert_mimic, chexpert_mimic_nih, chexpert_mimic_nih_padchest, covidx,
+                                 mimic_cxr, nih, padchest, padchest_cl, tuberculosis)
 
 import xray_layouts as layouts
 
@@ -169,7 +169,7 @@ def test_padchest_multilabel(tmp_path):
     assert len(spec.classes) == 27
     assert log.rows_read == len(layouts.PADCHEST_ROWS)
     assert log.skip_reasons() == Counter({"projection L not in AP/AP_horizontal/PA": 1,
-                                          "no labels (blank Labels)": 1, "known broken file": 1,
+                                          "no labels (blank Labels)": 2, "known broken file": 1,
                                           "missing image file": 1})
     s = {Path(x.key).name: x for x in samples}
     pos = lambda x: {c for c, v in zip(spec.classes, x.labels) if v == P}  # noqa: E731
@@ -191,7 +191,7 @@ def test_padchest_flat_layout_and_all_views(tmp_path):
     for png in list(raw.glob("*/*.png")):
         png.rename(raw / png.name)
     _, samples, log = convert(padchest, raw, views=None)
-    assert "missing image file" in log.skip_reasons() and len(samples) == len(layouts.PADCHEST_ROWS) - 3
+    assert "missing image file" in log.skip_reasons() and len(samples) == len(layouts.PADCHEST_ROWS) - 4
     assert all(x.image.parent == raw for x in samples)
 
 
@@ -327,3 +327,14 @@ def test_concat_of_two_keeps_their_common_classes_and_names_missing_raws(tmp_pat
     assert len(samples) == len(convert(chexpert, raws["chexpert"])[1]) + len(convert(mimic_cxr, raws["mimic_cxr"])[1])
     with pytest.raises(PrepareError, match=r"no raw folder given for \['mimic_cxr'\]"):
         chexpert_mimic.read({"chexpert": raws["chexpert"]}, Reconciliation())
+
+
+def test_concat_of_three_has_the_papers_seven_classes(tmp_path):
+    raws = {"chexpert": layouts.chexpert_raw(tmp_path), "mimic_cxr": layouts.mimic_raw(tmp_path),
+            "nih": layouts.nih_raw(tmp_path), "padchest": tmp_path / "unused"}
+    assert chexpert_mimic_nih.SOURCES == ("chexpert", "mimic_cxr", "nih")
+    spec, samples, _ = convert(chexpert_mimic_nih, raws)  # an extra raw folder is not read
+    assert spec.classes == ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Effusion", "Pneumonia",
+                            "Pneumothorax")
+    assert {x.source for x in samples} == {"chexpert", "mimic_cxr", "nih"}
+    assert len({x.key for x in samples}) == len(samples)

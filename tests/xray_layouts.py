@@ -159,7 +159,8 @@ PADCHEST_ROWS = [  # image id, ImageDir, patient, Projection, Labels cell
     ("a3_00-000-004.png", "1", "pat03", "AP_horizontal", "['loculated pleural effusion']"),
     ("a4_00-000-005.png", "1", "pat04", "AP", "['ground glass pattern', 'NSG tube']"),
     ("a5_00-000-006.png", "1", "pat05", "PA", "[]"),
-    ("a6_00-000-007.png", "1", "pat06", "PA", ""),
+    ("a6_00-000-007.png", "1", "pat06", "PA", "nan"),
+    ("a6_00-000-017.png", "1", "pat06", "PA", ""),
     (PADCHEST_BROKEN, "1", "pat07", "PA", "['normal']"),
     ("a8_00-000-009.png", "1", "pat08", "PA", "['exclude']"),
     ("a9_00-000-010.png", "1", "pat09", "PA", "['pneumonia']"),  # file missing
