@@ -15,7 +15,8 @@ from pathlib import Path, PurePosixPath
 from xferscale.data.records import DatasetSpec, PrepareError, Reconciliation, Sample
 
 from .chexpert_labels import LABEL_COLUMNS, PATHOLOGIES, label_vector
-from .common import carve_val, find_file, has_known_label, image_problem, non_empty, read_csv, require_dir
+from .common import carve_val, find_file, has_known_label, image_problem, non_empty, read_csv
+from .raw_files import require_dir
 
 NAME = "chexpert"
 DESCRIPTION = ("CheXpert-v1.0[-small]/ with train.csv and valid.csv (Path, Frontal/Lateral, AP/PA, "
@@ -39,7 +40,7 @@ def image_path(raw: Path, csv_path: str) -> tuple[Path, str]:
 
 
 def read(raw: Path, log: Reconciliation, *, frontal_only: bool = True) -> tuple[DatasetSpec, Iterable[Sample]]:
-    require_dir(raw)
+    require_dir(raw, DESCRIPTION)
     tables = [(find_file(raw, name), split) for name, split in TABLES]
     readers = [(path, split, read_csv(path, COLUMNS, progress=f"{NAME} {path.name}")) for path, split in tables]
     samples: list[Sample] = []

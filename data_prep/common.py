@@ -15,6 +15,8 @@ from tqdm import tqdm
 
 from xferscale.data.records import NEGATIVE, POSITIVE, UNKNOWN, PrepareError, Reconciliation, Sample
 
+from .raw_files import first_existing
+
 # Fraction of a training set's patients held out for validation where a dataset publishes
 # no validation split of its own.
 VAL_FRACTION = 0.1
@@ -25,16 +27,10 @@ SPLIT_SEED = 0
 
 def find_file(raw: Path, *names: str) -> Path:
     """The first of ``names`` that exists under ``raw`` (e.g. ``x.csv.gz`` or ``x.csv``)."""
-    for name in names:
-        if (raw / name).is_file():
-            return raw / name
-    raise PrepareError(f"{raw}: none of {', '.join(names)} found")
-
-
-def require_dir(raw: Path) -> Path:
-    if not raw.is_dir():
-        raise PrepareError(f"{raw}: raw dataset folder does not exist")
-    return raw
+    found = first_existing(raw / name for name in names)
+    if found is None or not found.is_file():
+        raise PrepareError(f"{raw}: none of {', '.join(names)} found")
+    return found
 
 
 def _open_text(path: Path) -> io.TextIOBase:

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from xferscale.data.records import DatasetSpec, PrepareError, Reconciliation, Sample
 
-from .common import carve_val, find_file, image_problem, non_empty, read_lines, require_dir
+from .common import carve_val, find_file, image_problem, non_empty, read_lines
+from .raw_files import require_dir
 
 NAME = "covidx"
 DESCRIPTION = ("COVIDx CXR folder: train.txt, test.txt [, val.txt] (patient file class [source]) and the "
@@ -40,7 +41,7 @@ def parse_line(line: str, where: str) -> tuple[str, str, str, str | None]:
 
 
 def read(raw: Path, log: Reconciliation) -> tuple[DatasetSpec, Iterable[Sample]]:
-    require_dir(raw)
+    require_dir(raw, DESCRIPTION)
     lists = [(find_file(raw, name), split) for name, split in LISTS if name != "val.txt" or (raw / name).is_file()]
     samples: list[Sample] = []
     for path, split in lists:

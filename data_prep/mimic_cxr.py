@@ -16,7 +16,8 @@ from pathlib import Path
 from xferscale.data.records import DatasetSpec, PrepareError, Reconciliation, Sample
 
 from .chexpert_labels import LABEL_COLUMNS, PATHOLOGIES, label_vector
-from .common import find_file, has_known_label, image_problem, non_empty, read_csv, require_dir
+from .common import find_file, has_known_label, image_problem, non_empty, read_csv
+from .raw_files import require_dir
 
 NAME = "mimic_cxr"
 DESCRIPTION = ("mimic-cxr-jpg/2.0.0/ with mimic-cxr-2.0.0-{metadata,chexpert,split}.csv[.gz] and "
@@ -51,7 +52,7 @@ def image_path(raw: Path, subject: str, study: str, dicom: str) -> Path:
 
 
 def read(raw: Path, log: Reconciliation, *, views: frozenset[str] = FRONTAL_VIEWS) -> tuple[DatasetSpec, Iterable[Sample]]:
-    require_dir(raw)
+    require_dir(raw, DESCRIPTION)
     meta_path, label_path, split_path = (_table(raw, k) for k in ("metadata", "chexpert", "split"))
     metadata = read_csv(meta_path, ("dicom_id", "subject_id", "study_id", "ViewPosition"), progress=f"{NAME} images")
     labels_of, split_of = _study_labels(label_path), _official_split(split_path)

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from xferscale.data.records import DatasetSpec, PrepareError, Reconciliation, Sample
 
-from .common import carve_val, find_file, image_problem, multi_hot, non_empty, read_csv, read_lines, require_dir
+from .common import carve_val, find_file, image_problem, multi_hot, non_empty, read_csv, read_lines
+from .raw_files import require_dir
 
 NAME = "nih"
 DESCRIPTION = ("NIH ChestX-ray14 folder: Data_Entry_2017[_v2020].csv, train_val_list.txt, test_list.txt "
@@ -61,7 +62,7 @@ def _official_split(raw: Path) -> dict[str, str]:
 
 
 def read(raw: Path, log: Reconciliation) -> tuple[DatasetSpec, Iterable[Sample]]:
-    require_dir(raw)
+    require_dir(raw, DESCRIPTION)
     table = find_file(raw, "Data_Entry_2017.csv", "Data_Entry_2017_v2020.csv")
     rows = read_csv(table, COLUMNS, progress=NAME)
     split_of, images = _official_split(raw), _image_index(raw)

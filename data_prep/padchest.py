@@ -20,8 +20,9 @@ from pathlib import Path
 
 from xferscale.data.records import DatasetSpec, PrepareError, Reconciliation, Sample
 
-from .common import TRAIN_VAL_TEST, assign_splits, find_file, image_problem, multi_hot, non_empty, read_csv, \
-    require_dir, split_by_patient
+from .common import (TRAIN_VAL_TEST, assign_splits, find_file, image_problem, multi_hot, non_empty, read_csv,
+                     split_by_patient)
+from .raw_files import require_dir
 
 NAME = "padchest"
 DESCRIPTION = ("BIMCV-PadChest-FULL/ with PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv[.gz] and the "
@@ -122,7 +123,7 @@ def _image_file(raw: Path, image_dir: str, image_id: str) -> Path:
 def read_images(raw: Path, log: Reconciliation, name: str,
                 views: frozenset[str] | None = FRONTAL_PROJECTIONS) -> list[PadChestImage]:
     """Every usable row of the PadChest CSV; each other row is logged as a skip."""
-    require_dir(raw)
+    require_dir(raw, DESCRIPTION)
     table = find_file(raw, *CSV_NAMES)
     images: list[PadChestImage] = []
     for line, row in enumerate(read_csv(table, COLUMNS, progress=name), start=2):

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from xferscale.data.records import DatasetSpec, PrepareError, Reconciliation, Sample
 
-from .common import TRAIN_VAL_TEST, assign_splits, image_problem, non_empty, require_dir, split_by_patient
+from .common import TRAIN_VAL_TEST, assign_splits, image_problem, non_empty, split_by_patient
+from .raw_files import require_dir
 
 NAME = "tuberculosis"
 DESCRIPTION = ("folder holding the Shenzhen and Montgomery PNGs (CHNCXR_NNNN_L.png, MCUCXR_NNNN_L.png, "
@@ -32,7 +33,7 @@ def _is_mask(path: Path, raw: Path) -> bool:
 
 
 def read(raw: Path, log: Reconciliation) -> tuple[DatasetSpec, Iterable[Sample]]:
-    require_dir(raw)
+    require_dir(raw, DESCRIPTION)
     files = sorted(raw.rglob("*.png"), key=lambda p: p.relative_to(raw).as_posix())
     if not any(FILE_NAME.match(p.name) for p in files):
         raise PrepareError(f"{raw}: no CHNCXR_NNNN_L.png or MCUCXR_NNNN_L.png files below it")

@@ -289,7 +289,7 @@ def test_tuberculosis_file_name_labels_and_stratified_patient_split(tmp_path):
 def test_tuberculosis_empty_folder_is_an_error(tmp_path):
     with pytest.raises(PrepareError, match="no CHNCXR_NNNN_L.png"):
         tuberculosis.read(tmp_path, Reconciliation())
-    with pytest.raises(PrepareError, match="does not exist"):
+    with pytest.raises(PrepareError, match=r"absent: missing folder"):
         tuberculosis.read(tmp_path / "absent", Reconciliation())
 
 
