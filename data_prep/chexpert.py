@@ -15,7 +15,8 @@ from pathlib import Path, PurePosixPath
 from xferscale.data.records import DatasetSpec, PrepareError, Reconciliation, Sample
 
 from .chexpert_labels import LABEL_COLUMNS, PATHOLOGIES, label_vector
-from .common import carve_val, find_file, has_known_label, image_problem, non_empty, read_csv
+from .common import carve_val, find_file, has_known_label, read_csv
+from .image_folders import image_problem, nonempty
 from .raw_files import require_dir
 
 NAME = "chexpert"
@@ -66,4 +67,4 @@ def read(raw: Path, log: Reconciliation, *, frontal_only: bool = True) -> tuple[
             else:
                 key = image.relative_to(raw).as_posix()
                 samples.append(Sample(key, split, image, labels, NAME, patient))
-    return SPEC, carve_val(non_empty(samples, NAME, log))
+    return SPEC, carve_val(list(nonempty(samples, raw)))

@@ -1,5 +1,5 @@
 """Pieces every chest X-ray converter shares: finding and reading tables, checking their
-columns, building label vectors, telling missing images apart, and patient-level splits.
+columns, building label vectors and patient-level splits.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from xferscale.data.records import NEGATIVE, POSITIVE, UNKNOWN, PrepareError, Reconciliation, Sample
+from xferscale.data.records import NEGATIVE, POSITIVE, UNKNOWN, PrepareError, Sample
 
 from .raw_files import first_existing
 
@@ -77,15 +77,6 @@ def read_lines(path: Path) -> list[tuple[int, str]]:
     return [(number, line.strip()) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
 
 
-def image_problem(path: Path) -> str | None:
-    """Why ``path`` cannot be an image (a skip reason), or None when it is usable."""
-    try:
-        size = path.stat().st_size
-    except OSError:
-        return "missing image file"
-    return "empty image file" if size == 0 else None
-
-
 def multi_hot(classes: Sequence[str], positives: Iterable[str]) -> tuple[int, ...]:
     """A fully known label vector: POSITIVE for the named classes, NEGATIVE elsewhere."""
     present = set(positives)
@@ -145,11 +136,3 @@ def assign_splits(samples: list[Sample], splits: Mapping[str, str]) -> list[Samp
 
 def _with_split(sample: Sample, split: str) -> Sample:
     return Sample(sample.key, split, sample.image, sample.labels, sample.source, sample.patient)
-
-
-def non_empty(samples: list[Sample], name: str, log: Reconciliation) -> list[Sample]:
-    """``samples``, or a PrepareError that says why every row was dropped."""
-    if samples:
-        return samples
-    reasons = ", ".join(f"{r} x{n}" for r, n in log.skip_reasons().most_common(5)) or "no rows"
-    raise PrepareError(f"{name}: no usable samples out of {log.rows_read} rows read ({reasons})")

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from xferscale.data.records import DatasetSpec, PrepareError, Reconciliation, Sample
 
-from .common import carve_val, find_file, image_problem, non_empty, read_lines
+from .common import carve_val, find_file, read_lines
+from .image_folders import image_problem, nonempty
 from .raw_files import require_dir
 
 NAME = "covidx"
@@ -56,6 +57,6 @@ def read(raw: Path, log: Reconciliation) -> tuple[DatasetSpec, Iterable[Sample]]
             # Patient ids are only unique within a source (several sources number from 1).
             samples.append(Sample(f"{split}/{filename}", split, image, (CLASSES.index(label),), source,
                                   f"{source}:{patient}"))
-    samples = non_empty(samples, NAME, log)
+    samples = list(nonempty(samples, raw))
     has_val = any(split == "val" for _, split in lists)
     return SPEC, samples if has_val else carve_val(samples)

@@ -16,7 +16,8 @@ from types import ModuleType
 from xferscale.data.records import DatasetSpec, PrepareError, Reconciliation, Sample
 
 from . import chexpert, mimic_cxr, nih, padchest
-from .common import has_known_label, non_empty
+from .common import has_known_label
+from .image_folders import nonempty
 
 MEMBERS: dict[str, ModuleType] = {m.NAME: m for m in (chexpert, mimic_cxr, nih, padchest)}
 LABEL_ALIASES = {"Pleural Effusion": "Effusion", "Pleural_Thickening": "Pleural Thickening"}
@@ -77,4 +78,4 @@ class Concat:
                     log.skip(f"{source}/{s.key}", "no known label among the shared classes")
                     continue
                 out.append(Sample(f"{source}/{s.key}", s.split, s.image, labels, s.source, f"{source}:{s.patient}"))
-        return DatasetSpec(self.name, "multilabel", classes), non_empty(out, self.name, log)
+        return DatasetSpec(self.name, "multilabel", classes), list(nonempty(out, Path(self.name)))

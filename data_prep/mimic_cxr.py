@@ -16,7 +16,8 @@ from pathlib import Path
 from xferscale.data.records import DatasetSpec, PrepareError, Reconciliation, Sample
 
 from .chexpert_labels import LABEL_COLUMNS, PATHOLOGIES, label_vector
-from .common import find_file, has_known_label, image_problem, non_empty, read_csv
+from .common import find_file, has_known_label, read_csv
+from .image_folders import image_problem, nonempty
 from .raw_files import require_dir
 
 NAME = "mimic_cxr"
@@ -77,4 +78,4 @@ def read(raw: Path, log: Reconciliation, *, views: frozenset[str] = FRONTAL_VIEW
         else:
             key = image.relative_to(raw).as_posix()
             samples.append(Sample(key, split_of[dicom], image, labels, NAME, subject))
-    return SPEC, non_empty(samples, NAME, log)
+    return SPEC, list(nonempty(samples, raw))

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from xferscale.data.records import DatasetSpec, PrepareError, Reconciliation, Sample
 
-from .common import carve_val, find_file, image_problem, multi_hot, non_empty, read_csv, read_lines
+from .common import carve_val, find_file, multi_hot, read_csv, read_lines
+from .image_folders import image_problem, nonempty
 from .raw_files import require_dir
 
 NAME = "nih"
@@ -73,7 +74,7 @@ def read(raw: Path, log: Reconciliation) -> tuple[DatasetSpec, Iterable[Sample]]
         ref = f"{table.name}:{name}"
         findings = parse_findings(row["Finding Labels"], f"{table} line {line}")
         image = images.get(name)
-        problem = "missing image file" if image is None else image_problem(image)
+        problem = "image file missing" if image is None else image_problem(image)
         if name not in split_of:
             log.skip(ref, "image in neither split list")
         elif problem:
@@ -82,4 +83,4 @@ def read(raw: Path, log: Reconciliation) -> tuple[DatasetSpec, Iterable[Sample]]
             key = image.relative_to(raw).as_posix()
             samples.append(Sample(key, split_of[name], image, multi_hot(PATHOLOGIES, findings), NAME,
                                   row["Patient ID"].strip()))
-    return SPEC, carve_val(non_empty(samples, NAME, log))
+    return SPEC, carve_val(list(nonempty(samples, raw)))

@@ -20,8 +20,8 @@ from pathlib import Path
 
 from xferscale.data.records import DatasetSpec, PrepareError, Reconciliation, Sample
 
-from .common import (TRAIN_VAL_TEST, assign_splits, find_file, image_problem, multi_hot, non_empty, read_csv,
-                     split_by_patient)
+from .common import TRAIN_VAL_TEST, assign_splits, find_file, multi_hot, read_csv, split_by_patient
+from .image_folders import image_problem, nonempty
 from .raw_files import require_dir
 
 NAME = "padchest"
@@ -149,5 +149,5 @@ def read(raw: Path, log: Reconciliation, *,
          views: frozenset[str] | None = FRONTAL_PROJECTIONS) -> tuple[DatasetSpec, Iterable[Sample]]:
     images = read_images(raw, log, NAME, views)
     samples = [Sample(im.key, "", im.path, pathology_labels(im.findings), NAME, im.patient) for im in images]
-    samples = non_empty(samples, NAME, log)
+    samples = list(nonempty(samples, raw))
     return SPEC, assign_splits(samples, split_by_patient([s.patient for s in samples], TRAIN_VAL_TEST))

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from xferscale.data.records import DatasetSpec, Reconciliation, Sample
 
-from .common import TRAIN_VAL_TEST, assign_splits, non_empty, split_by_patient
+from .common import TRAIN_VAL_TEST, assign_splits, split_by_patient
+from .image_folders import nonempty
 from .padchest import FRONTAL_PROJECTIONS, read_images
 from .padchest import DESCRIPTION as _PADCHEST_LAYOUT
 
@@ -35,7 +36,7 @@ def read(raw: Path, log: Reconciliation, *,
     classes = tuple(sorted({im.findings[0] for im in single}))
     index = {name: i for i, name in enumerate(classes)}
     samples = [Sample(im.key, "", im.path, (index[im.findings[0]],), NAME, im.patient) for im in single]
-    samples = non_empty(samples, NAME, log)
+    samples = list(nonempty(samples, raw))
     # Stratify by class; a patient whose images differ in class counts under the first one.
     first_class = {}
     for s in samples:

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from xferscale.data.records import DatasetSpec, PrepareError, Reconciliation, Sample
 
-from .common import TRAIN_VAL_TEST, assign_splits, image_problem, non_empty, split_by_patient
+from .common import TRAIN_VAL_TEST, assign_splits, split_by_patient
+from .image_folders import image_problem, nonempty
 from .raw_files import require_dir
 
 NAME = "tuberculosis"
@@ -55,6 +56,6 @@ def read(raw: Path, log: Reconciliation) -> tuple[DatasetSpec, Iterable[Sample]]
             seen.add(path.name.upper())
             patient = match["patient"].upper()
             samples.append(Sample(ref, "", path, (int(match["label"]),), SOURCES[match["set"].upper()], patient))
-    samples = non_empty(samples, NAME, log)
+    samples = list(nonempty(samples, raw))
     label_of = {s.patient: s.labels[0] for s in samples}
     return SPEC, assign_splits(samples, split_by_patient(label_of, TRAIN_VAL_TEST, strata=label_of))

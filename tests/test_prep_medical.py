@@ -58,7 +58,7 @@ def test_chexpert_labels_views_and_splits(tmp_path):
     spec, samples, log = convert(chexpert, raw)
     assert spec.task == "multilabel" and len(spec.classes) == 13 and "No Finding" not in spec.classes
     assert log.rows_read == 27
-    assert log.skip_reasons() == Counter({"lateral view": 1, "no known label": 1, "missing image file": 1})
+    assert log.skip_reasons() == Counter({"lateral view": 1, "no known label": 1, "image file missing": 1})
     s = by_key(samples)
     healthy = s["train/patient00001/study1/view1_frontal.jpg"]
     # No Finding = 1 makes every pathology negative (even an uncertain one) but leaves Support Devices.
@@ -106,7 +106,7 @@ def test_mimic_official_split_views_and_labels(tmp_path):
     assert spec.classes == chexpert.SPEC.classes
     assert log.rows_read == len(layouts.MIMIC_IMAGES)
     assert log.skip_reasons() == Counter({"view LATERAL not in AP/PA": 1, "view blank not in AP/PA": 1,
-                                          "study has no label row": 1, "missing image file": 1})
+                                          "study has no label row": 1, "image file missing": 1})
     s = {x.key.rsplit("/", 1)[1]: x for x in samples}
     assert {k: x.split for k, x in s.items()} == {"d1a.jpg": "train", "d2a.jpg": "val", "d3a.jpg": "test"}
     # No Finding = 1 with Support Devices blank: negative everywhere but the device, which stays unknown.
@@ -138,7 +138,7 @@ def test_nih_official_test_list_and_patient_val(tmp_path, v2020):
     spec, samples, log = convert(nih, raw)
     assert len(spec.classes) == 14 and "Effusion" in spec.classes and "No Finding" not in spec.classes
     assert log.rows_read == 42
-    assert log.skip_reasons() == Counter({"image in neither split list": 1, "missing image file": 1})
+    assert log.skip_reasons() == Counter({"image in neither split list": 1, "image file missing": 1})
     s = {Path(x.key).name: x for x in samples}
     test = {name for name, x in s.items() if x.split == "test"}
     assert test == set((raw / "test_list.txt").read_text().split())
@@ -170,7 +170,7 @@ def test_padchest_multilabel(tmp_path):
     assert log.rows_read == len(layouts.PADCHEST_ROWS)
     assert log.skip_reasons() == Counter({"projection L not in AP/AP_horizontal/PA": 1,
                                           "no labels (blank Labels)": 2, "known broken file": 1,
-                                          "missing image file": 1})
+                                          "image file missing": 1})
     s = {Path(x.key).name: x for x in samples}
     pos = lambda x: {c for c, v in zip(spec.classes, x.labels) if v == P}  # noqa: E731
     assert pos(s["a1_00-000-001.png"]) == {"Cardiomegaly", "Effusion"}  # ' pleural effusion' has a blank
@@ -191,7 +191,7 @@ def test_padchest_flat_layout_and_all_views(tmp_path):
     for png in list(raw.glob("*/*.png")):
         png.rename(raw / png.name)
     _, samples, log = convert(padchest, raw, views=None)
-    assert "missing image file" in log.skip_reasons() and len(samples) == len(layouts.PADCHEST_ROWS) - 4
+    assert "image file missing" in log.skip_reasons() and len(samples) == len(layouts.PADCHEST_ROWS) - 4
     assert all(x.image.parent == raw for x in samples)
 
 
@@ -233,7 +233,7 @@ def test_covidx_cxr2_binary_with_sources(tmp_path):
     raw = layouts.covidx_raw(tmp_path, train, test, missing=("img7.png",))
     spec, samples, log = convert(covidx, raw)
     assert spec.classes == ("negative", "positive") and spec.task == "multiclass"
-    assert log.rows_read == 32 and log.skip_reasons() == Counter({"missing image file": 1})
+    assert log.rows_read == 32 and log.skip_reasons() == Counter({"image file missing": 1})
     s = by_key(samples)
     assert s["train/img3.png"].labels == (1,) and s["train/img4.png"].labels == (0,)
     assert s["train/img3.png"].source == "ricord" and s["train/img3.png"].patient == "ricord:3"
@@ -274,7 +274,8 @@ def test_tuberculosis_file_name_labels_and_stratified_patient_split(tmp_path):
     spec, samples, log = convert(tuberculosis, raw)
     assert spec.classes == ("normal", "tuberculosis")
     assert log.skip_reasons() == Counter({"lung mask, not a radiograph": 1, "duplicate file name": 1,
-                                          "file name is not CHNCXR_/MCUCXR_<id>_<0|1>.png": 1})
+                                          "file name is not CHNCXR_/MCUCXR_<id>_<0|1>.png": 1,
+                                          "not a readable image (UnidentifiedImageError)": 1})
     assert len(samples) == 40 and Counter(x.source for x in samples) == {"shenzhen": 20, "montgomery": 20}
     s = by_key(samples)
     assert s["ChinaSet_AllFiles/CXR_png/CHNCXR_0001_1.png"].labels == (1,)

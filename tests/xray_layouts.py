@@ -211,4 +211,5 @@ def tuberculosis_raw(root: Path, n_per_class: int = 10) -> Path:
     write_image(raw / "MontgomerySet" / "ManualMask" / "leftMask" / "MCUCXR_0001_1.png")
     write_image(raw / "flat_copy" / "CHNCXR_0001_1.png")
     write_image(raw / "ChinaSet_AllFiles" / "NLM-ChinaCXRSet-ReadMe.png")
+    (raw / "ChinaSet_AllFiles" / "CXR_png" / "CHNCXR_0999_1.png").write_bytes(b"<html>download error</html>")
     return raw
