@@ -1,11 +1,14 @@
 """COVIDx CXR (COVID-Net), binary COVID-19 positive / negative as in the paper.
 
 ``train.txt`` and ``test.txt`` (and ``val.txt`` from COVIDx CXR-4 on) hold one image per
-space-separated line: ``<patient id> <file name> <class> [<data source>]``. COVIDx CXR-2
-and later use the classes positive / negative and name the source (cohen, rsna, ricord,
-...); COVIDx v1-v7A have no source column in their early files and the three classes
-normal / pneumonia / COVID-19, mapped here to negative / negative / positive. A few file
-names contain blanks, so the class is found as the last known class word, not by position.
+space-separated line: ``<patient id> <file name> <class> [<data source>]``. The column
+count and classes changed over the releases (COVID-Net's label files):
+- v1 (``train_split_v1.txt``): 3 columns, classes normal / bacteria / viral / COVID-19;
+- v2-v7A: 4 columns (source: cohen, fig1, actmed, sirm, rsna), normal / pneumonia / COVID-19;
+- v7B, CXR-2 (the paper's) and later: 4 columns, positive / negative.
+Older classes map to the paper's binary task: COVID-19 -> positive, the rest -> negative.
+Some file names contain blanks, so the class is the last class word of the line, not a
+fixed column.
 Images are in ``train/``, ``test/`` (``val/``). Without a ``val.txt``, a patient-level 10 %
 of train becomes the validation split.
 """
@@ -25,8 +28,8 @@ DESCRIPTION = ("COVIDx CXR folder: train.txt, test.txt [, val.txt] (patient file
                "images in train/, test/ [, val/]")
 CLASSES = ("negative", "positive")
 SPEC = DatasetSpec(NAME, "multiclass", CLASSES)
-CLASS_OF = {"negative": "negative", "positive": "positive",
-            "normal": "negative", "pneumonia": "negative", "covid-19": "positive"}
+CLASS_OF = {"negative": "negative", "positive": "positive", "covid-19": "positive",
+            "normal": "negative", "pneumonia": "negative", "bacteria": "negative", "viral": "negative"}
 LISTS = (("train.txt", "train"), ("val.txt", "val"), ("test.txt", "test"))
 
 

@@ -227,10 +227,10 @@ def test_padchest_cl_single_finding(tmp_path):
 
 # ---------------------------------------------------------------- COVIDx
 def test_covidx_cxr2_binary_with_sources(tmp_path):
-    train = [f"{i} img{i}.png {'positive' if i % 3 == 0 else 'negative'} {'ricord' if i % 2 else 'rsna'}"
+    train = [(str(i), f"img{i}.png", "positive" if i % 3 == 0 else "negative", "ricord" if i % 2 else "rsna")
              for i in range(30)]
-    test = ["p1 t1.png positive bimcv", "p2 t2.png negative rsna"]
-    raw = layouts.covidx_raw(tmp_path, train, test, missing=("img7.png",))
+    test = [("p1", "t1.png", "positive", "bimcv"), ("p2", "t2.png", "negative", "rsna")]
+    raw = layouts.covidx_raw(tmp_path, {"train": train, "test": test}, missing=("img7.png",))
     spec, samples, log = convert(covidx, raw)
     assert spec.classes == ("negative", "positive") and spec.task == "multiclass"
     assert log.rows_read == 32 and log.skip_reasons() == Counter({"image file missing": 1})
@@ -242,24 +242,26 @@ def test_covidx_cxr2_binary_with_sources(tmp_path):
     assert_patient_disjoint(samples)
 
 
-def test_covidx_three_class_variants_and_val_file(tmp_path):
-    train = ["3 SARS-10.1148rg.242035193-g04mr34g0-Fig8a-day0.jpeg pneumonia cohen",  # v5: 4 columns
-             "0 ryct.2020200034.fig2.jpeg COVID-19",  # v1/v2: no data source
-             "1 normal-1.png normal rsna",
-             "12 COVID (1).png COVID-19 sirm"]  # a file name with a blank
-    raw = layouts.covidx_raw(tmp_path, train, ["9 t.png normal rsna"], ["8 v.png COVID-19 sirm"])
+def test_covidx_older_releases_and_val_file(tmp_path):
+    train = [("3", "SARS-10.1148rg.242035193-g04mr34g0-Fig8a-day0.jpeg", "pneumonia", "cohen"),  # v2-v7A
+             ("14", "ryct.2020200034.fig2.jpeg", "COVID-19", None),  # v1: 3 columns
+             ("29", "streptococcus-pneumoniae-pneumonia-1.jpg", "bacteria", None),  # v1: bacteria / viral
+             ("1", "normal-1.png", "normal", "rsna"),
+             ("COVID-19(69)", "COVID-19 (69).png", "COVID-19", "sirm")]  # a file name with a blank
+    raw = layouts.covidx_raw(tmp_path, {"train": train, "test": [("9", "t.png", "normal", "rsna")],
+                                        "val": [("8", "v.png", "COVID-19", "sirm")]})
     _, samples, log = convert(covidx, raw)
     s = by_key(samples)
-    assert [s[k].labels for k in ("train/SARS-10.1148rg.242035193-g04mr34g0-Fig8a-day0.jpeg",
-                                  "train/ryct.2020200034.fig2.jpeg", "train/normal-1.png",
-                                  "train/COVID (1).png")] == [(0,), (1,), (0,), (1,)]
+    assert [s[f"train/{e[1]}"].labels for e in train] == [(0,), (1,), (0,), (0,), (1,)]
+    assert s["train/COVID-19 (69).png"].patient == "sirm:COVID-19(69)"
     assert s["train/ryct.2020200034.fig2.jpeg"].source == "covidx"
     assert s["val/v.png"].split == "val" and {x.split for x in samples} == {"train", "val", "test"}
-    assert Counter(x.split for x in samples)["train"] == 4  # val.txt given: nothing carved from train
+    assert Counter(x.split for x in samples)["train"] == 5  # val.txt given: nothing carved from train
 
 
 def test_covidx_named_errors(tmp_path):
-    raw = layouts.covidx_raw(tmp_path, ["1 a.png positive rsna"], ["2 b.png negative rsna"])
+    raw = layouts.covidx_raw(tmp_path, {"train": [("1", "a.png", "positive", "rsna")],
+                                        "test": [("2", "b.png", "negative", "rsna")]})
     (raw / "test.txt").write_text("2 b.png maybe rsna\n")
     with pytest.raises(PrepareError, match=r"test\.txt line 1: expected"):
         covidx.read(raw, Reconciliation())

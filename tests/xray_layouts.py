@@ -183,20 +183,16 @@ def padchest_raw(root: Path) -> Path:
 
 
 # ---------------------------------------------------------------- COVIDx
-def covidx_raw(root: Path, train_lines: list[str], test_lines: list[str], val_lines: list[str] | None = None,
-               *, missing: tuple[str, ...] = ()) -> Path:
-    """``*_lines`` are list lines; the second field onwards up to the class is the file name."""
+CovidxEntry = tuple  # (patient id, file name, class, data source or None): one list line
+
+
+def covidx_raw(root: Path, splits: dict[str, list[CovidxEntry]], *, missing: tuple[str, ...] = ()) -> Path:
+    """``<split>.txt`` with one space-separated line per entry, and the images in ``<split>/``."""
     raw = root / "COVIDx"
-    for split, lines in (("train", train_lines), ("test", test_lines), ("val", val_lines)):
-        if lines is None:
-            continue
+    for split, entries in splits.items():
         raw.mkdir(parents=True, exist_ok=True)
-        (raw / f"{split}.txt").write_text("\n".join(lines) + "\n")
-        for line in lines:
-            tokens = line.split()
-            at = max(i for i, t in enumerate(tokens) if t.lower() in
-                     ("positive", "negative", "normal", "pneumonia", "covid-19"))
-            filename = " ".join(tokens[1:at])
+        (raw / f"{split}.txt").write_text("".join(" ".join(f for f in e if f) + "\n" for e in entries))
+        for _, filename, _, _ in entries:
             if filename not in missing:
                 write_image(raw / split / filename)
     return raw
