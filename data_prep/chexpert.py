@@ -60,10 +60,10 @@ def read(raw: Path, log: Reconciliation, *, frontal_only: bool = True) -> tuple[
                 image, patient = image_path(raw, row["Path"])
             except PrepareError as err:
                 raise PrepareError(f"{path} line {line}: {err}") from None
-            if problem := image_problem(image):
-                log.skip(ref, problem)
-            elif not has_known_label(labels):
+            if not has_known_label(labels):
                 log.skip(ref, "no known label")
+            elif problem := image_problem(image):
+                log.skip(ref, problem)
             else:
                 key = image.relative_to(raw).as_posix()
                 samples.append(Sample(key, split, image, labels, NAME, patient))
