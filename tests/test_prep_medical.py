@@ -151,7 +151,7 @@ def test_nih_official_test_list_and_patient_val(tmp_path, v2020):
     assert_patient_disjoint(samples)
 
 
-def test_nih_unknown_finding_is_named(tmp_path):
+def test_nih_named_errors(tmp_path):
     raw = layouts.nih_raw(tmp_path)
     table = raw / "Data_Entry_2017.csv"
     table.write_text(table.read_text().replace("Pleural_Thickening", "Pleural Thickening", 1))
@@ -159,6 +159,9 @@ def test_nih_unknown_finding_is_named(tmp_path):
         nih.read(raw, Reconciliation())
     (raw / "test_list.txt").unlink()
     with pytest.raises(PrepareError, match="test_list.txt"):
+        nih.read(raw, Reconciliation())
+    drop_column(table, "Patient ID")
+    with pytest.raises(PrepareError, match=r"Data_Entry_2017\.csv: missing column\(s\) \['Patient ID'\]"):
         nih.read(raw, Reconciliation())
 
 
