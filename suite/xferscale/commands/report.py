@@ -32,15 +32,18 @@ def _missing(module: str, err: ImportError):
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="report", required=True, metavar="{" + ",".join(SUBCOMMANDS) + "}")
     for name, (module_name, help_text) in SUBCOMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
         try:
             module = importlib.import_module(module_name)
         except ImportError as err:
             if err.name != module_name:
                 raise  # the module exists but one of its own imports is broken: show that
-            p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+            # No option is defined here, so take every word (even "--x") as a positional and
+            # let run() explain what is missing instead of argparse rejecting the options.
+            p = sub.add_parser(name, help=help_text, prefix_chars="\0", add_help=False)
+            p.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
             p.set_defaults(func=_missing(module_name, err))
             continue
+        p = sub.add_parser(name, help=help_text, description=help_text)
         module.add_arguments(p)
         p.set_defaults(func=module.run)
 

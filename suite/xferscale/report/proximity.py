@@ -23,26 +23,34 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
-from scipy import linalg
 
 from xferscale.report.aggregate import aggregate, full_shot
 from xferscale.results import ResultError, load_records, write_text_atomic
 
 
-def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray,
-                     eps: float = 1e-6) -> float:
-    """Squared Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2)."""
+def _psd_sqrt(matrix: np.ndarray) -> np.ndarray:
+    """Square root of a symmetric positive semi-definite matrix (tiny negative eigenvalues from
+    rounding are clipped to 0)."""
+    values, vectors = np.linalg.eigh((matrix + matrix.T) / 2.0)
+    return (vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T
+
+
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
+    """Squared Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2).
+
+    Tr((S1 S2)^½) is computed as the sum of square roots of the eigenvalues of the
+    symmetric S1^½ S2 S1^½ (the same spectrum), which stays real and exact for the
+    singular covariances of few images in many feature dimensions.
+    """
     mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
     sigma1, sigma2 = np.atleast_2d(sigma1).astype(np.float64), np.atleast_2d(sigma2).astype(np.float64)
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
         raise ValueError(f"feature dimensions differ: {mu1.shape} vs {mu2.shape}")
-    covmean, _ = linalg.sqrtm(sigma1 @ sigma2, disp=False)
-    if not np.isfinite(covmean).all():  # near-singular product: regularise both, as FID does
-        offset = np.eye(len(sigma1)) * eps
-        covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
-    covmean = np.real(covmean)
+    root1 = _psd_sqrt(sigma1)
+    middle = root1 @ sigma2 @ root1
+    trace_covmean = np.sqrt(np.clip(np.linalg.eigvalsh((middle + middle.T) / 2.0), 0.0, None)).sum()
     diff = mu1 - mu2
-    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean))
+    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * trace_covmean)
 
 
 def feature_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
