@@ -44,3 +44,16 @@ def test_report_subcommand_of_a_missing_module_says_so(monkeypatch, capsys):
     monkeypatch.setitem(report.SUBCOMMANDS, "scaling", ("xferscale.report.not_installed", "scaling"))
     assert main(["report", "scaling", "--anything"]) == 2
     assert "needs module xferscale.report.not_installed" in capsys.readouterr().out
+
+
+def test_two_ranks_under_torchrun_share_the_grid(tmp_path):
+    from conftest import run_xferscale
+
+    ckpt = write_checkpoint(tmp_path / "ckpt.pt", name="tiny_synthetic")
+    proc = run_xferscale("transfer", "--checkpoint", str(ckpt), "--results", str(tmp_path / "res"), "--shots", "1,2",
+                         "--seeds", "0", "--schedule-scale", "0.01", "--crop", "8", "--no-progress", nproc=2)
+    assert "[rank 0/2] 1 of 2 runs here" in proc.stdout
+    records = list(ResultStore(tmp_path / "res").records())
+    assert sorted(r.shots for r in records) == [1, 2]
+    assert {r.config["launcher_world_size"] for r in records} == {2}
+    assert len({r.config["pid"] for r in records}) == 2  # each run was made by its own rank's process

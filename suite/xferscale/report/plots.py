@@ -40,7 +40,7 @@ def save_figure(fig: "plt.Figure", out_stem: Path) -> list[Path]:
 def subplot_grid(n: int, width: float = 4.0, height: float = 3.2) -> tuple["plt.Figure", list["plt.Axes"]]:
     cols = min(n, 4)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False, layout="constrained")
     flat = list(axes.ravel())
     for ax in flat[n:]:
         ax.set_visible(False)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
+from matplotlib.ticker import NullFormatter, ScalarFormatter
 
 from xferscale.report.aggregate import Cell
 from xferscale.report.paper import (
@@ -162,6 +163,12 @@ def plot_fits(fits: list[PowerLawFit], axis: str, out_stem: Path, targets: Itera
             ax.plot(f.x, f.error, "o", color=line.get_color(), ms=4)
         ax.set_xscale("log")
         ax.set_yscale("log")
+        # Errors span less than a decade: label a few plain values, not log minor ticks.
+        errors = [e for f in chosen if f.target == target for e in f.error]
+        ax.set_yticks(np.unique(np.round(np.geomspace(min(errors), max(errors), 4), 2)))
+        ax.yaxis.set_major_formatter(ScalarFormatter())
+        ax.yaxis.set_minor_formatter(NullFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(AXIS_LABEL[axis])
         ax.set_ylabel("error [%]")
         ax.set_title(target)
