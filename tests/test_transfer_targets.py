@@ -80,3 +80,38 @@ def test_prepared_target_names_what_is_missing(tmp_path):
     (tmp_path / "dataset.json").write_text(json.dumps({"format": "xferscale-webdataset"}))
     with pytest.raises(TargetError, match="target 'cifar10'"):
         PreparedTarget("cifar10", tmp_path)
+
+
+def write_prepared_jpegs(root, per_class_train: int = 4, per_class_test: int = 2):
+    """A prepared dataset of real JPEG files, written by the suite's own writer."""
+    writer = pytest.importorskip("xferscale.data.writer", reason="prepared-dataset writer not installed")
+    from PIL import Image
+
+    from xferscale.data.records import DatasetSpec, Reconciliation, Sample
+
+    samples = []
+    for split, per_class in (("train", per_class_train), ("test", per_class_test)):
+        for c, level in enumerate((40, 200)):
+            for i in range(per_class):
+                path = root / "raw" / split / f"{c}_{i}.jpg"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(np.full((20, 24, 3), level + i, np.uint8)).save(path, "JPEG", quality=95)
+                samples.append(Sample(f"{split}/{c}_{i}.jpg", split, path, (c,), "jpegs"))
+    spec = DatasetSpec("jpegs", "multiclass", ("dark", "light"))
+    return writer.write_dataset(spec, samples, root / "prepared", Reconciliation(), shard_size=3, progress=False)
+
+
+def test_prepared_target_reads_few_shot_subsets_through_the_loader(tmp_path):
+    write_prepared_jpegs(tmp_path)
+    try:
+        target = PreparedTarget("jpegs", tmp_path / "prepared", image_size=(20, 24), workers=0)
+    except TargetError as err:  # a loader without few-shot support: the error says so
+        assert "few-shot" in str(err)
+        pytest.skip(str(err))
+    assert target.spec.num_classes == 2 and target.train_size(FULL, 0) == 8 and target.train_size(3, 0) == 6
+    rule = hyperrule(6, (20, 24), crop=8, batch_size=128)
+    batches = target.train_batches(3, 0, rule, CPU)
+    images, labels = next(iter(batches.epoch(0)))
+    assert images.shape == (6, 3, 8, 8) and sorted(labels.tolist()) == [0, 0, 0, 1, 1, 1]
+    test = torch.cat([y for _, y in target.test_batches(rule, 3, CPU).epoch(0)])
+    assert sorted(test.tolist()) == [0, 0, 1, 1]

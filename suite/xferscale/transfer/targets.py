@@ -222,7 +222,10 @@ class PreparedTarget:
         if missing:
             raise TargetError(f"target {name!r}: this installation's data loader lacks few-shot/fine-tune support "
                               f"(DataConfig has no {', '.join(missing)})")
-        info = load_dataset_info(self.path)
+        try:
+            info = load_dataset_info(self.path)
+        except ValueError as err:  # PrepareError: a folder from another version, a broken dataset.json
+            raise TargetError(f"target {name!r}: {err}") from err
         size = image_size or KNOWN_IMAGE_SIZES.get(name)
         if size is None:
             raise TargetError(f"target {name!r}: original image size unknown; pass --image-size H W")
@@ -240,7 +243,7 @@ class PreparedTarget:
         from xferscale.config import DataConfig
 
         return DataConfig(source="prepared", path=str(self.path), split=split, backend=self.backend,
-                          pipeline="finetune" if train else "eval", image_size=rule.crop, precrop=rule.precrop,
+                          pipeline="finetune", image_size=rule.crop, precrop=rule.precrop,
                           workers=self.workers, fewshot=None if shots == FULL else int(shots), fewshot_seed=seed,
                           oversample=train and self.spec.oversample and shots == FULL)
 
