@@ -1,6 +1,8 @@
 """``xferscale transfer`` end to end on the real digits data, as a user runs it."""
 from __future__ import annotations
 
+import pytest
+
 from _transfer_fixtures import one_thread, write_checkpoint  # noqa: F401
 from xferscale.cli import main
 from xferscale.results import ResultStore
@@ -46,6 +48,7 @@ def test_report_subcommand_of_a_missing_module_says_so(monkeypatch, capsys):
     assert "needs module xferscale.report.not_installed" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_two_ranks_under_torchrun_share_the_grid(tmp_path):
     from conftest import run_xferscale
 
