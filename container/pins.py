@@ -25,7 +25,7 @@ from pathlib import Path
 
 # Built against the base image's CUDA; a PyPI copy would shadow it.
 CUDA_STACK = ("torch", "torchvision", "triton", "pytorch-triton", "nvidia-*", "cuda-*")
-_LINE = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[[^\]]*\])?\s*(?:[=<>!~].*)?$")
+_LINE = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[[^\]]*\])?\s*(?:[=<>!~;@].*)?$")
 
 
 def normalize(name: str) -> str:
@@ -33,19 +33,25 @@ def normalize(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def read_pins(path: Path) -> dict[str, str]:
-    """Map normalised name -> the requirement line, for a requirements/constraints file."""
+def read_pins(path: Path, strict: bool = True) -> dict[str, str]:
+    """Map normalised name -> the requirement line, for a requirements/constraints file.
+
+    Our own files must hold plain requirements (strict); in the base image's file, lines
+    this reader does not understand (pip options, URLs) are skipped with a warning.
+    """
     pins: dict[str, str] = {}
     for number, raw in enumerate(path.read_text().splitlines(), 1):
         line = raw.split("#", 1)[0].strip()
         if not line:
             continue
-        if line.startswith("-"):
-            raise SystemExit(f"{path}:{number}: options ({line.split()[0]}) are not supported here")
-        match = _LINE.match(line)
-        if not match:
-            raise SystemExit(f"{path}:{number}: cannot read requirement {raw!r}")
-        pins[normalize(match.group(1))] = line
+        match = None if line.startswith("-") else _LINE.match(line)
+        if match:
+            pins[normalize(match.group(1))] = line
+        elif strict:
+            what = f"options ({line.split()[0]}) are" if line.startswith("-") else f"requirement {raw!r} is"
+            raise SystemExit(f"{path}:{number}: {what} not supported here")
+        else:
+            print(f"pins: {path}:{number}: skipped {raw!r}", file=sys.stderr)
     return pins
 
 
@@ -72,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="folder for requirements.txt, constraints.txt")
     args = parser.parse_args(argv)
 
-    base = read_pins(args.base_constraints) if args.base_constraints.is_file() else {}
+    base = read_pins(args.base_constraints, strict=False) if args.base_constraints.is_file() else {}
     install, constraints, from_base = split_pins(read_pins(args.requirements), read_pins(args.lock), set(base))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "requirements.txt").write_text("\n".join(install) + "\n")

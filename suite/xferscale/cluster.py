@@ -89,14 +89,22 @@ class Site:
         return [f"--cpu-bind={self.cpu_bind}"]
 
     def master_addr_shell(self) -> str:
-        """Shell expression for the rendezvous host: the job's first node, InfiniBand name."""
-        return f'"$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1){self.master_addr_suffix}"'
+        """Shell expression for the rendezvous host: the job's first node, InfiniBand name.
+
+        `sed -n 1p` reads the whole host list: `head -n 1` would close the pipe early and,
+        under `set -o pipefail`, fail the script with scontrol's SIGPIPE on large jobs.
+        """
+        return f'"$(scontrol show hostnames "$SLURM_JOB_NODELIST" | sed -n 1p){self.master_addr_suffix}"'
 
     def launch_env(self) -> dict[str, str]:
         """Environment for every rank (MASTER_ADDR comes from master_addr_shell at run time)."""
         return {**self.env, "MASTER_PORT": str(self.master_port)}
 
 
+# Partition limits as JSC's JUWELS quick introduction lists them (booster: up to 384 nodes,
+# 24 h; develbooster: up to 4 nodes, 2 h). `scontrol show partition booster` (MaxNodes,
+# MaxTime) on a login node is the authority; the limits only turn a job SLURM would reject
+# into an early, named error.
 JUWELS_BOOSTER = Site(
     name="juwels_booster",
     partitions={
