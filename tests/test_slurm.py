@@ -94,9 +94,10 @@ def test_bench_job_runs_once_without_requeue(capsys):
 
 def test_arguments_are_quoted_for_the_shell(capsys):
     script = generate(capsys, "pretrain", "--nodes", "1", "--image", "/p/images/xfer scale.sif",
-                      "--", "name=a b; rm -rf /")
+                      "--env", "NCCL_DEBUG=INFO", "--", "name=a b; rm -rf /", "$IMAGE")
     assert "IMAGE='/p/images/xfer scale.sif'" in script
-    assert "'name=a b; rm -rf /'" in script
+    assert "'name=a b; rm -rf /' '$IMAGE' &" in script
+    assert "export NCCL_DEBUG=INFO" in script
 
 
 def test_writes_the_script_file(tmp_path, capsys):
@@ -124,6 +125,9 @@ def test_writes_the_script_file(tmp_path, capsys):
         (["pretrain", "--nodes", "1", "--account", "my project"], "--account 'my project' is not a SLURM account"),
         (["transfer", "--nodes", "1", "--requeue"], "`xferscale transfer` cannot resume from a checkpoint"),
         (["pretrain", "--nodes", "1", "--time", "00:04:00"], "--signal-lead 300 s must be between 0 and"),
+        (["pretrain", "--nodes", "1", "--job-name", "my run"], "--job-name 'my run': use letters"),
+        (["pretrain", "--nodes", "1", "--env", "NCCL_DEBUG"], "--env 'NCCL_DEBUG': expected KEY=VALUE"),
+        (["pretrain", "--nodes", "1", "--env", "1X=2"], "--env '1X' is not an environment variable name"),
     ],
 )
 def test_bad_requests_name_the_problem(capsys, argv, message):

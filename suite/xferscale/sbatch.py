@@ -27,7 +27,9 @@ from xferscale.cluster import Site, SiteError, slurm_seconds
 # Commands whose job can be requeued, and the flag that makes a restarted run resume.
 RESUME_FLAGS: dict[str, str] = {"pretrain": "--resume"}
 COMMANDS = ("pretrain", "transfer", "bench")
-_ACCOUNT = re.compile(r"^[A-Za-z0-9_.-]+$")
+_SLURM_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")  # account and job names, safe after #SBATCH
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_IMAGE = "\0IMAGE"  # stands for "$IMAGE" in the step until it is quoted
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,7 @@ class JobSpec:
     max_restarts: int = 10
     signal_lead_s: int = 300  # seconds before the limit at which the trainer checkpoints
     log: str = "%x-%j.out"
-    extra_env: dict[str, str] = field(default_factory=dict)
+    extra_env: dict[str, str] = field(default_factory=dict)  # on top of the site's, e.g. NCCL_DEBUG
 
     @property
     def name(self) -> str:
@@ -65,8 +67,13 @@ def validate(site: Site, job: JobSpec) -> str:
     partition = site.partition(job.partition)
     time = job.time or partition.max_time
     partition.check(job.nodes, time)
-    if job.account is not None and not _ACCOUNT.match(job.account):
+    if job.account is not None and not _SLURM_NAME.match(job.account):
         raise SiteError(f"--account {job.account!r} is not a SLURM account name")
+    if not _SLURM_NAME.match(job.name):
+        raise SiteError(f"--job-name {job.name!r}: use letters, digits, '_', '.' and '-' only")
+    for key in job.extra_env:
+        if not _ENV_NAME.match(key):
+            raise SiteError(f"--env {key!r} is not an environment variable name")
     if job.requeues and job.command not in RESUME_FLAGS:
         raise SiteError(
             f"`xferscale {job.command}` cannot resume from a checkpoint, so its job cannot be "
@@ -91,13 +98,13 @@ def command_line(site: Site, job: JobSpec) -> list[list[str]]:
     container = ["apptainer", "run", *site.container_options]
     for bind in job.binds:
         container += ["--bind", bind]
-    return [srun, [*container, "$IMAGE"], [job.command, *args]]
+    return [srun, [*container, _IMAGE], [job.command, *args]]
 
 
 def _quote_step(groups: list[list[str]]) -> str:
-    # "$IMAGE" stays a shell expansion; every other word is quoted literally.
+    # The image stays a shell expansion; every other word is quoted literally.
     def word(w: str) -> str:
-        return '"$IMAGE"' if w == "$IMAGE" else shlex.quote(w)
+        return '"$IMAGE"' if w == _IMAGE else shlex.quote(w)
 
     return " \\\n    ".join(" ".join(word(w) for w in group) for group in groups)
 

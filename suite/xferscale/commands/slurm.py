@@ -26,6 +26,8 @@ def _add_job_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bind", action="append", default=[], metavar="SRC[:DST]",
                         help="extra apptainer bind mount, e.g. /p/scratch (repeatable)")
     parser.add_argument("--job-name", help="SLURM job name (default: xferscale-COMMAND)")
+    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra environment for every rank, e.g. NCCL_DEBUG=INFO (repeatable)")
     parser.add_argument("--site", default="juwels_booster", choices=sorted(SITES),
                         help="launch settings to use (default: juwels_booster)")
     requeue = parser.add_mutually_exclusive_group()
@@ -61,7 +63,25 @@ def _write_atomic(path: Path, text: str) -> None:
         raise
 
 
+def _env_pairs(items: list[str]) -> dict[str, str]:
+    pairs = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SiteError(f"--env {item!r}: expected KEY=VALUE")
+        pairs[key] = value
+    return pairs
+
+
 def run(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    except SiteError as err:
+        print(f"xferscale slurm {args.job_command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     job = JobSpec(
         command=args.job_command,
         nodes=args.nodes,
@@ -75,12 +95,9 @@ def run(args: argparse.Namespace) -> int:
         requeue=args.requeue,
         max_restarts=args.max_restarts,
         signal_lead_s=args.signal_lead,
+        extra_env=_env_pairs(args.env),
     )
-    try:
-        script = render_sbatch(SITES[args.site], job)
-    except SiteError as err:
-        print(f"xferscale slurm {job.command}: error: {err}", file=sys.stderr)
-        return 2
+    script = render_sbatch(SITES[args.site], job)
     if args.dry_run:
         sys.stdout.write(script)
         return 0
