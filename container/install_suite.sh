@@ -17,7 +17,7 @@ python3 -m pip install --no-cache-dir --no-deps "$src"
 
 # Horovod takes minutes to compile: skip it when the base (CI's Docker image) already has it.
 if [[ "${WITH_HOROVOD:-1}" == 1 ]]; then
-    if python3 -c 'import sys, horovod.torch as h; sys.exit(not (h.__version__ == sys.argv[1] and h.nccl_built()))' \
+    if python3 -c 'import sys, horovod, horovod.torch as h; sys.exit(not (horovod.__version__ == sys.argv[1] and h.nccl_built()))' \
             "${HOROVOD_VERSION:?}" 2>/dev/null; then
         echo "install_suite.sh: horovod ${HOROVOD_VERSION} with NCCL already installed"
     else

@@ -17,9 +17,10 @@ PY
 python3 - <<'PY'
 import importlib.util
 if importlib.util.find_spec("horovod") is not None:
+    import horovod
     import horovod.torch as hvd
     assert hvd.nccl_built(), "horovod is installed but was built without NCCL"
-    print(f"{'horovod':16s} {hvd.__version__} (NCCL)")
+    print(f"{'horovod':16s} {horovod.__version__} (NCCL)")
 PY
 
 xferscale --version

@@ -17,6 +17,7 @@
 #
 # Environment: PYTHON (default python3), HOROVOD_VERSION (default: container/versions.env),
 # CUDA_HOME (default: the folder above the first nvcc found), HOROVOD_NCCL_HOME,
+# HOROVOD_BUILD_CUDA_CC_LIST (default 80,90),
 # MAX_JOBS (parallel compile jobs), PIP_INSTALL_ARGS (extra arguments for pip install).
 set -euo pipefail
 
@@ -36,7 +37,7 @@ while (( $# )); do
         --auto) mode=auto ;;
         --with-mpi) with_mpi=1 ;;
         --patch-only) patch_only="${2:?--patch-only needs a folder}"; shift ;;
-        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+        -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
         *) die "unknown argument '$1' (expected --gpu, --cpu, --auto, --with-mpi or --patch-only DIR)" ;;
     esac
     shift
@@ -116,6 +117,9 @@ fi
 if [[ "$mode" == gpu ]]; then
     [[ -n "$nccl_home" ]] || die "--gpu needs nccl.h: set HOROVOD_NCCL_HOME to the NCCL folder"
     export HOROVOD_GPU_OPERATIONS=NCCL HOROVOD_NCCL_LINK=SHARED HOROVOD_NCCL_HOME="$nccl_home"
+    # Kernels for A100 (JUWELS Booster, sm_80) and H100/H200 (sm_90, plus PTX for newer GPUs),
+    # instead of every architecture nvcc knows.
+    export HOROVOD_BUILD_CUDA_CC_LIST="${HOROVOD_BUILD_CUDA_CC_LIST:-80,90}"
     unset HOROVOD_CPU_OPERATIONS
 else
     export HOROVOD_CPU_OPERATIONS=gloo
@@ -140,10 +144,11 @@ patch_sources "$src"
 # Check that the extension loads and carries the requested all-reduce backend.
 "$PYTHON" - "$mode" <<'PY'
 import sys
+import horovod
 import horovod.torch as hvd
 
 mode = sys.argv[1]
-print(f"horovod {hvd.__version__}: gloo={hvd.gloo_built()} nccl={hvd.nccl_built()} mpi={hvd.mpi_built()}")
+print(f"horovod {horovod.__version__}: gloo={hvd.gloo_built()} nccl={hvd.nccl_built()} mpi={hvd.mpi_built()}")
 if not hvd.gloo_built():
     sys.exit("horovod was built without gloo")
 if mode == "gpu" and not hvd.nccl_built():

@@ -310,6 +310,16 @@ def test_horovod_install_names_a_missing_torch(tmp_path):
     assert "cannot import torch" in result.stderr
 
 
+def test_horovod_install_rejects_unknown_arguments():
+    result = subprocess.run(["bash", str(ROOT / "scripts/install_horovod.sh"), "--nccl"],
+                            capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "unknown argument '--nccl'" in result.stderr
+    usage = subprocess.run(["bash", str(ROOT / "scripts/install_horovod.sh"), "--help"],
+                           capture_output=True, text=True, check=True).stdout
+    assert "--patch-only DIR" in usage and "set -euo" not in usage
+
+
 # --- CI workflow ---------------------------------------------------------------------------------
 
 
@@ -355,3 +365,4 @@ def test_workflow_builds_converts_and_tests_in_order():
     assert "--build-arg-file container/versions.env" in build
     assert "xferscale.sif apptainer.def" in build
     assert "FROM_IMAGE=" in build  # wraps the image just built instead of pulling NGC again
+
