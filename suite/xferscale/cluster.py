@@ -101,10 +101,10 @@ class Site:
         return {**self.env, "MASTER_PORT": str(self.master_port)}
 
 
-# Partition limits as JSC's JUWELS quick introduction lists them (booster: up to 384 nodes,
-# 24 h; develbooster: up to 4 nodes, 2 h). `scontrol show partition booster` (MaxNodes,
-# MaxTime) on a login node is the authority; the limits only turn a job SLURM would reject
-# into an early, named error.
+# Partition limits (booster: up to 384 nodes, 24 h; develbooster: up to 4 nodes, 2 h) follow
+# JSC's JUWELS quick-introduction table as remembered; the page could not be re-read from
+# the development machine. `scontrol show partition booster` (MaxNodes, MaxTime) on a login
+# node is the authority: these only turn a job SLURM would reject into an early, named error.
 JUWELS_BOOSTER = Site(
     name="juwels_booster",
     partitions={
