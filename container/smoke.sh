@@ -11,7 +11,7 @@ python3 - <<'PY'
 import importlib
 for name in ("torch", "torchvision", "timm", "nvidia.dali", "xferscale", "reframe", "torchxrayvision"):
     module = importlib.import_module(name)
-    print(f"{name:16s} {getattr(module, '__version__', '?')}")
+    print(f"{name:16s} {getattr(module, '__version__', getattr(module, 'VERSION', '?'))}")
 PY
 # Horovod is optional (WITH_HOROVOD=0 leaves it out); when present it must all-reduce over NCCL.
 python3 - <<'PY'

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from xferscale.cli import main
 from xferscale.cluster import JUWELS_BOOSTER, SiteError, slurm_seconds
@@ -204,13 +205,17 @@ sys.exit(int(os.environ.get("STUB_EXIT", "0")))
 """
 
 
-@pytest.fixture
-def cluster(tmp_path, capsys):
-    """A generated 2-node pretrain script and an environment that runs it like sbatch would."""
+REAL_TRAINER = """#!/bin/sh
+exec {python} -m xferscale.cli "$@"
+"""
+
+
+def _cluster(tmp_path: Path, capsys, trainer: str, job_args: list[str]) -> tuple[Path, dict[str, str], Path]:
+    """A generated 1-node pretrain script and an environment that runs it like sbatch would."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for name, text in {"srun": SRUN, "apptainer": APPTAINER, "scontrol": SCONTROL,
-                       "xferscale": TRAINER.format(python=sys.executable)}.items():
+                       "xferscale": trainer.format(python=sys.executable)}.items():
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(0o755)
     image = tmp_path / "xferscale.sif"
@@ -219,24 +224,32 @@ def cluster(tmp_path, capsys):
     out.mkdir()
     script = tmp_path / "job.sbatch"
     script.write_text(generate(capsys, "pretrain", "--nodes", "2", "--image", str(image),
-                               "--max-restarts", "3", "--", "--config", "r50x1_in21k"))
-    env = {
-        **os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "STUB_OUT": str(out),
+                               "--max-restarts", "3", "--", *job_args))
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "SLURM_NTASKS", "SLURM_PROCID")}
+    env.update({
+        "PATH": f"{bin_dir}:{os.environ['PATH']}", "STUB_OUT": str(out),
         "SLURM_JOB_ID": "4242", "SLURM_JOB_NODELIST": "jwb[0001-0002]", "SLURM_CPUS_PER_TASK": "12",
         "SLURM_JOB_NUM_NODES": "2", "SLURM_NTASKS_PER_NODE": "4",
-    }
+    })
     return script, env, out
 
 
-def run_job(script: Path, env: dict[str, str], out: Path, send: int | None = None) -> subprocess.CompletedProcess:
+@pytest.fixture
+def cluster(tmp_path, capsys):
+    return _cluster(tmp_path, capsys, TRAINER, ["--config", "r50x1_in21k"])
+
+
+def run_job(script: Path, env: dict[str, str], out: Path, send: int | None = None,
+            ready=lambda out: (out / "started").exists(), timeout: float = 30) -> subprocess.CompletedProcess:
     job = subprocess.Popen(["bash", str(script)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if send is not None:
-        deadline = time.time() + 20
-        while not (out / "started").exists():
+        deadline = time.time() + timeout
+        while not ready(out):
             assert job.poll() is None and time.time() < deadline, "the trainer never started"
             time.sleep(0.02)
         job.send_signal(send)  # what --signal=B:USR1@300 or pre-emption does to the batch shell
-    stdout, stderr = job.communicate(timeout=30)
+    stdout, stderr = job.communicate(timeout=timeout)
     return subprocess.CompletedProcess(job.args, job.returncode, stdout, stderr)
 
 
@@ -292,3 +305,31 @@ def test_missing_image_stops_before_srun(cluster, tmp_path):
     assert result.returncode == 2
     assert "container image" in result.stderr and "not found" in result.stderr
     assert not (out / "started").exists()
+
+
+@pytest.mark.slow
+def test_real_pretrain_is_checkpointed_requeued_and_resumed(tmp_path, capsys):
+    """The generated script around the real trainer: time-limit signal, requeue, resume to the end."""
+    run_dir = tmp_path / "out" / "run"
+    tiny = ["train.progress=false", "data.synthetic_samples=128", "data.image_size=16", "train.global_batch=16",
+            "schedule.epochs=4", "schedule.warmup_steps=4", "train.warmup_exclude=2", "train.log_every=1",
+            f"output_dir={run_dir}"]
+    script, env, out = _cluster(tmp_path, capsys, REAL_TRAINER, tiny)
+    metrics = run_dir / "metrics.jsonl"
+
+    def training(_out: Path) -> bool:  # metrics are written inside the trainer's signal handling
+        return metrics.exists() and len(metrics.read_text().splitlines()) >= 3
+
+    first = run_job(script, env, out, send=signal.SIGUSR1, ready=training, timeout=240)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "stopped by signal" in first.stdout
+    assert (out / "requeued").read_text() == "4242\n"
+    cut = torch.load(run_dir / "checkpoint.pt", weights_only=False)["step"]
+    assert 3 <= cut < 32
+
+    # SLURM starts the requeued job from the top of the same script
+    second = run_job(script, {**env, "SLURM_RESTART_COUNT": "1"}, out, timeout=240)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "after 32 steps" in second.stdout
+    assert (out / "requeued").read_text() == "4242\n"  # finished: no second requeue
+    assert torch.load(run_dir / "checkpoint.pt", weights_only=False)["step"] == 32
