@@ -6,8 +6,8 @@
 # Horovod's last release (0.28.1) does not compile against torch >= 2.1 as shipped: torch's
 # headers need C++17/20, so the top-level CMakeLists.txt is raised 14 -> 17, the torch
 # extension 14 -> 20 (top-level 17 is still needed, or gloo links twice) and the CUDA
-# kernels 11 -> 17 (CUDA 13's headers dropped C++11). The build must see the installed torch,
-# hence --no-build-isolation.
+# kernels 11 -> 17 (CUDA 13's CCCL headers expect C++17). The build must see the installed
+# torch, hence --no-build-isolation.
 #
 # --gpu   all-reduce over NCCL (HOROVOD_GPU_OPERATIONS=NCCL), needs nvcc and nccl.h
 # --cpu   all-reduce over gloo (HOROVOD_CPU_OPERATIONS=gloo)
