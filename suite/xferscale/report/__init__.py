@@ -1,1 +1,1 @@
-"""Reports built from runs: scaling tables and figures from ReFrame perflogs, transfer tables."""
+"""Reports: transfer results beside the paper's tables and figures, scaling from ReFrame perflogs, proximity."""
