@@ -44,6 +44,8 @@ def _partition(part):
             # The image path is a variable: XFERSCALE_IMAGE here, or -S container_image=... per run.
             "container_image": os.environ.get("XFERSCALE_IMAGE", "$PROJECT/xferscale/xferscale.sif"),
             "dataset": os.environ.get("XFERSCALE_DATASET", ""),
+            # Prepared datasets of the experiments, one folder per source / target.
+            "data_root": os.environ.get("XFERSCALE_DATA_ROOT", ""),
         },
     }
 

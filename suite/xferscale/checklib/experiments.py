@@ -144,6 +144,8 @@ class TransferExperimentBase(ExperimentRun):
     seeds = variable(str, value="0-4")
     #: Folder holding the pre-training runs (<root>/<model>_<source>/checkpoint.pt).
     checkpoint_root = variable(str, value="runs")
+    #: Folder of prepared target datasets (--data <root>/<target>); empty: the transfer's default.
+    data_root = variable(str, value="")
     results_dir = variable(str, value="results")
 
     @run_after("init")
@@ -152,11 +154,13 @@ class TransferExperimentBase(ExperimentRun):
                      "xferscale transfer is not installed in this build")
 
     def xferscale_args(self) -> list[str]:
-        if not self.on_gpu:  # the demo: the tiny default pre-training, then its default transfer
-            return ["transfer"]
+        if not self.on_gpu:  # the demo: the tiny default pre-training, then a full-shot digits transfer
+            return ["transfer", "--shots", "full", "--seeds", "0", "--results", self.results_dir, "--no-progress"]
         checkpoint = os.path.join(self.checkpoint_root, f"{self.model}_{self.source}", "checkpoint.pt")
-        return ["transfer", "--checkpoint", checkpoint, "--target", self.target, "--shots", "full",
-                "--seeds", self.seeds, "--results", self.results_dir]
+        args = ["transfer", "--checkpoint", checkpoint, "--source", self.source, "--target", self.target,
+                "--shots", "full", "--seeds", self.seeds, "--results", self.results_dir, "--no-progress"]
+        root = self.data_root or self.current_partition.extras.get("data_root", "")
+        return args + (["--data", os.path.join(root, self.target)] if root else [])
 
     @run_before("run")
     def pretrain_demo_first(self) -> None:
