@@ -37,7 +37,7 @@ def test_builtin_generic_system_selects_only_the_cpu_checks(tmp_path):
         "AllReduceSweep %num_workers=2 %framework=torch",
         "ScalingSweep %num_workers=2 %model=tiny %precision=fp32 %loader=synthetic",
         "PretrainExperiment %num_workers=2 %config=default",
-        "TransferExperiment %case=tiny/default/default %num_workers=1",
+        "TransferExperiment %num_workers=1 %case=tiny/default/default",
     }
     # The 2-process sweep point depends on the 1-process run it is measured against.
     assert "^ScalingSweep %num_workers=1 %model=tiny" in out
