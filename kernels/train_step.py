@@ -26,7 +26,7 @@ from xferscale.kernels.output import emit_result
 from xferscale.losses import LOSSES
 from xferscale.models import MODEL_NAMES, build_model
 from xferscale.optim import agc_parameters, build_sgd
-from xferscale.precision import configure_matmul
+from xferscale.precision import autocast_context, configure_matmul
 from xferscale.scaling_model import peak_tflops
 from xferscale.trainer import TrainStep
 
@@ -119,6 +119,20 @@ def _gather(value: float, env: xdist.DistEnv) -> list[float]:
     return xdist.all_reduce(slots, env).tolist()
 
 
+def _model_flops(model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor], precision: str,
+                 device: torch.device) -> float:
+    """FLOPs (convolutions, matmuls) of one forward + backward on ``batch``: the model FLOPs
+    of MFU. Counted on the bare model, so DDP hooks and torch.compile stay out of it."""
+    images, targets = batch
+    counter = FlopCounterMode(display=False)
+    with counter:
+        with autocast_context(precision, device):
+            logits = model(images)
+        LOSSES["softmax_ce"](logits.float(), targets).backward()
+    model.zero_grad(set_to_none=True)
+    return float(counter.get_total_flops())
+
+
 def summarise(per_rank_ips: list[float], step_ms: list[float]) -> dict[str, float]:
     """Totals and step-time percentiles of a measured run."""
     times = np.asarray(step_ms, dtype=float)
@@ -159,12 +173,8 @@ def _run(args: argparse.Namespace, env: xdist.DistEnv) -> dict[str, Any]:
                      grad_sync=xdist.GradientSync(env, optimizer))
     batches = _batches(args, env, image_size)
 
-    # The first warm-up step also counts the model's FLOPs (convolutions and matmuls).
-    counter = FlopCounterMode(display=False)
-    with counter:
-        step(*next(batches))
-    flops_per_step = counter.get_total_flops()
-    for _ in range(args.warmup - 1):
+    flops_per_step = _model_flops(model, next(batches), args.precision, env.device)
+    for _ in range(args.warmup):
         step(*next(batches))
     _sync(env.device)
     if env.device.type == "cuda":
