@@ -10,6 +10,10 @@ import pytest
 import torch
 
 
+# Tests run many small models: one intra-op thread avoids oversubscribing a small CI machine.
+torch.set_num_threads(1)
+
+
 def _env() -> dict[str, str]:
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "SLURM_NTASKS", "SLURM_PROCID"):

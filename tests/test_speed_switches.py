@@ -10,6 +10,7 @@ from xferscale.kernels.baseline import PlainStep, SpeedOptions, suite_step
 from xferscale.models import build_model, head_of
 
 STEPS = 200
+LR = 0.02
 
 
 def _loss_curve(step, batches) -> torch.Tensor:
@@ -33,10 +34,12 @@ def test_switch_follows_the_plain_loop(options, precision):
     model = build_model("tiny", 10)
     nn.init.normal_(head_of(model).weight, std=0.01)
     device = torch.device("cpu")
-    batches = SyntheticBatches(num_samples=160, image_size=16, num_classes=10, batch_size=8, rank=0,
+    # bf16 GroupNorm over the last stage's 1x1 maps of 16-pixel inputs overflows; 32 pixels train.
+    size = 16 if precision == "fp32" else 32
+    batches = SyntheticBatches(num_samples=160, image_size=size, num_classes=10, batch_size=8, rank=0,
                                world_size=1, device=device, seed=1)
-    plain = _loss_curve(PlainStep(copy.deepcopy(model), 0.05, precision, device), batches)
-    ours = _loss_curve(suite_step(model, 0.05, precision, device, options), batches)
+    plain = _loss_curve(PlainStep(copy.deepcopy(model), LR, precision, device), batches)
+    ours = _loss_curve(suite_step(model, LR, precision, device, options), batches)
     assert plain[-20:].mean() < 0.5 * plain[:20].mean(), "the reference itself must learn"
     tolerance = 0.05 if precision == "fp32" else 0.15
     torch.testing.assert_close(_windowed(ours), _windowed(plain), rtol=tolerance, atol=0.02)

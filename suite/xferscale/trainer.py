@@ -67,7 +67,7 @@ class TrainStep:
 
     def __call__(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         images = images.contiguous(memory_format=self.memory_format)
-        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad()  # Horovod's optimizer takes no arguments; None grads are the default
         with autocast_context(self.precision, self.device):
             logits = self.model(images)
         loss = self.loss_fn(logits.float(), targets)
