@@ -163,6 +163,9 @@ def _run(args: argparse.Namespace, env: xdist.DistEnv) -> dict[str, Any]:
     model = build_model(args.model, args.num_classes).to(env.device)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    batches = _batches(args, env, image_size)
+    # Before wrapping: a backward on the bare model must not fire DDP's or Horovod's hooks.
+    flops_per_step = _model_flops(model, next(batches), args.precision, env.device)
     optimizer = build_sgd(model, lr=1e-3, momentum=0.9)
     agc_params = agc_parameters(model)
     wrapped, optimizer = xdist.wrap_for_training(model, optimizer, env)
@@ -171,9 +174,6 @@ def _run(args: argparse.Namespace, env: xdist.DistEnv) -> dict[str, Any]:
     step = TrainStep(wrapped, optimizer, LOSSES["softmax_ce"], precision=args.precision, device=env.device,
                      agc_params=agc_params, channels_last=args.channels_last,
                      grad_sync=xdist.GradientSync(env, optimizer))
-    batches = _batches(args, env, image_size)
-
-    flops_per_step = _model_flops(model, next(batches), args.precision, env.device)
     for _ in range(args.warmup):
         step(*next(batches))
     _sync(env.device)

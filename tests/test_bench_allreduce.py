@@ -59,3 +59,29 @@ def test_horovod_allreduce_runs_under_horovodrun(tmp_path):
     assert result["framework"] == "horovod" and result["world_size"] == 2
     assert [p["bytes"] for p in result["sizes"]] == [16384, 65536]
     assert all(p["busbw_gbps"] > 0 for p in result["sizes"])
+
+
+@pytest.mark.slow
+def test_horovod_train_step_under_horovodrun(tmp_path):
+    """bench train with Horovod's DistributedOptimizer; skipped where Horovod is not built."""
+    import importlib.util
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from xferscale.kernels.output import parse_result
+
+    if importlib.util.find_spec("horovod") is None:
+        pytest.skip("Horovod is not installed (scripts/install_horovod.sh builds it)")
+    bindir = Path(sys.executable).parent
+    cmd = [shutil.which("horovodrun", path=str(bindir)) or "horovodrun", "-np", "2", "-H", "localhost:2", "--gloo",
+           shutil.which("xferscale", path=str(bindir)) or "xferscale", "bench", "train", "--distributed", "horovod",
+           "--steps", "3", "--warmup", "1", "--batch-size", "4", "--image-size", "32"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PATH": f"{bindir}:{os.environ['PATH']}"}
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = parse_result(proc.stdout, "train")  # lines come prefixed "[0]<stdout>:"
+    assert result["world_size"] == 2 and len(result["images_per_s_per_rank"]) == 2
+    assert result["images_per_s_total"] == pytest.approx(sum(result["images_per_s_per_rank"]))
