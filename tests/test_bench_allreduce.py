@@ -1,8 +1,15 @@
 import argparse
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from xferscale.kernels.allreduce import _size, bus_bandwidth, sweep_sizes
+from xferscale.kernels.output import parse_result
 
 
 def test_sizes_parse_units():
@@ -32,56 +39,33 @@ def test_bus_bandwidth_follows_the_nccl_tests_convention():
     assert bus_bandwidth(1000, 1e-6, 1)[1] == 0.0  # one rank moves nothing
 
 
-@pytest.mark.slow
-def test_horovod_allreduce_runs_under_horovodrun(tmp_path):
-    """The Horovod path end to end (2 processes, gloo); skipped where Horovod is not built."""
-    import importlib.util
-    import os
-    import shutil
-    import subprocess
-    import sys
-    from pathlib import Path
 
-    from xferscale.kernels.output import parse_result
-
+def _horovodrun(tmp_path, *xferscale_args):
+    """`horovodrun -np 2 --gloo xferscale ARGS` from this venv; its parsed result line."""
     if importlib.util.find_spec("horovod") is None:
         pytest.skip("Horovod is not installed (scripts/install_horovod.sh builds it)")
     bindir = Path(sys.executable).parent
-    horovodrun = shutil.which("horovodrun", path=str(bindir)) or shutil.which("horovodrun")
-    xferscale = shutil.which("xferscale", path=str(bindir)) or shutil.which("xferscale")
-    cmd = [horovodrun, "-np", "2", "-H", "localhost:2", "--gloo", xferscale, "bench", "allreduce",
-           "--framework", "horovod", "--min-bytes", "16K", "--max-bytes", "64K", "--factor", "4",
-           "--iters", "2", "--warmup", "1"]
+    cmd = [shutil.which("horovodrun", path=str(bindir)) or "horovodrun", "-np", "2", "-H", "localhost:2", "--gloo",
+           shutil.which("xferscale", path=str(bindir)) or "xferscale", *xferscale_args]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PATH": f"{bindir}:{os.environ['PATH']}"}
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    result = parse_result(proc.stdout, "allreduce")
-    assert result["framework"] == "horovod" and result["world_size"] == 2
+    return parse_result(proc.stdout)  # lines come prefixed "[0]<stdout>:"
+
+
+@pytest.mark.slow
+def test_horovod_allreduce_runs_under_horovodrun(tmp_path):
+    result = _horovodrun(tmp_path, "bench", "allreduce", "--framework", "horovod", "--min-bytes", "16K",
+                         "--max-bytes", "64K", "--factor", "4", "--iters", "2", "--warmup", "1")
+    assert result["kernel"] == "allreduce" and result["framework"] == "horovod" and result["world_size"] == 2
     assert [p["bytes"] for p in result["sizes"]] == [16384, 65536]
     assert all(p["busbw_gbps"] > 0 for p in result["sizes"])
 
 
 @pytest.mark.slow
 def test_horovod_train_step_under_horovodrun(tmp_path):
-    """bench train with Horovod's DistributedOptimizer; skipped where Horovod is not built."""
-    import importlib.util
-    import os
-    import shutil
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    from xferscale.kernels.output import parse_result
-
-    if importlib.util.find_spec("horovod") is None:
-        pytest.skip("Horovod is not installed (scripts/install_horovod.sh builds it)")
-    bindir = Path(sys.executable).parent
-    cmd = [shutil.which("horovodrun", path=str(bindir)) or "horovodrun", "-np", "2", "-H", "localhost:2", "--gloo",
-           shutil.which("xferscale", path=str(bindir)) or "xferscale", "bench", "train", "--distributed", "horovod",
-           "--steps", "3", "--warmup", "1", "--batch-size", "4", "--image-size", "32"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PATH": f"{bindir}:{os.environ['PATH']}"}
-    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    result = parse_result(proc.stdout, "train")  # lines come prefixed "[0]<stdout>:"
-    assert result["world_size"] == 2 and len(result["images_per_s_per_rank"]) == 2
+    """bench train with Horovod's DistributedOptimizer around the trainer's step."""
+    result = _horovodrun(tmp_path, "bench", "train", "--distributed", "horovod", "--steps", "3", "--warmup", "1",
+                         "--batch-size", "4", "--image-size", "32")
+    assert result["kernel"] == "train" and result["world_size"] == 2
     assert result["images_per_s_total"] == pytest.approx(sum(result["images_per_s_per_rank"]))
