@@ -46,6 +46,10 @@ class DataConfig:
     on_corrupt: Literal["error", "skip"] = "error"
     synthetic_samples: int = 512  # images per epoch of the synthetic source
     synthetic_kind: Literal["tensors", "images"] = "tensors"
+    precrop: Optional[int] = None  # finetune pipeline: resize side before the random crop (None: BiT pair)
+    fewshot: Optional[int] = None  # train on this many examples per class (prepared data)
+    fewshot_seed: int = 0  # which few-shot subset
+    oversample: bool = False  # class-balanced epochs (multiclass prepared data, training only)
 
 
 @dataclass
