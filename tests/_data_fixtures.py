@@ -55,3 +55,26 @@ def class_from_pixels(images) -> list[int]:
     levels = (np.asarray(LEVELS) / 255 - 0.5) / 0.5
     means = images.float().mean(dim=(1, 2, 3)).numpy()
     return [int(np.argmin(np.abs(levels - m))) for m in means]
+
+
+def unique_samples(folder: Path, n: int = 30) -> list[Sample]:
+    """Flat JPEGs with one grey level per sample (10, 18, 26, ...): identity from pixels."""
+    folder.mkdir(parents=True, exist_ok=True)
+    samples = []
+    for i in range(n):
+        path = folder / f"u{i:03d}.jpg"
+        path.write_bytes(jpeg_bytes(10 + 8 * i, (24 + i % 7, 20 + i % 5)))
+        samples.append(Sample(f"u{i:03d}", "train", path, (i % len(CLASSES),), "unique"))
+    return samples
+
+
+def identity_from_pixels(images) -> list[int]:
+    """Sample number of :func:`unique_samples` images (eval pipeline output)."""
+    means = images.float().mean(dim=(1, 2, 3)).numpy()
+    return [int(round(((m * 0.5 + 0.5) * 255 - 10) / 8)) for m in means]
+
+
+def write_unique(out: Path, raw: Path, n: int = 30, shard_size: int = 8) -> Path:
+    spec = DatasetSpec("unique", "multiclass", CLASSES)
+    write_dataset(spec, unique_samples(raw, n), out, Reconciliation(), shard_size=shard_size, progress=False)
+    return out
