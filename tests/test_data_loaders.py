@@ -13,7 +13,8 @@ from _data_fixtures import (
     LEVELS, class_from_pixels, identity_from_pixels, jpeg_bytes, tiny_samples, write_tiny, write_unique,
 )
 from xferscale.config import DataConfig
-from xferscale.data.prepared import CorruptImageError, build_prepared_loader
+from xferscale.data.loader import build_loader
+from xferscale.data.prepared import CorruptImageError
 from xferscale.data.records import DatasetSpec, Reconciliation, Sample
 from xferscale.data.writer import write_dataset
 
@@ -22,8 +23,8 @@ BACKENDS = ("dali", "torch")
 
 def loader(path, backend, *, train, batch_size=8, rank=0, world_size=1, num_classes=3, **fields):
     cfg = DataConfig(source="prepared", path=str(path), backend=backend, image_size=32, workers=1, **fields)
-    return build_prepared_loader(cfg, batch_size=batch_size, rank=rank, world_size=world_size,
-                                 device="cpu", train=train, seed=7, num_classes=num_classes)
+    return build_loader(cfg, batch_size=batch_size, rank=rank, world_size=world_size,
+                        device="cpu", train=train, seed=7, num_classes=num_classes)
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +37,7 @@ def tiny(tmp_path_factory):
 def test_eval_reads_every_image_once_with_its_label(tiny, backend):
     batches = loader(tiny, backend, train=False)
     assert len(batches) == 4 and batches.num_samples == 30
+    assert batches.num_classes == 3 and batches.task == "multiclass"
     labels = []
     for images, targets in batches.epoch(0):
         assert images.dtype == torch.float32 and images.shape[1:] == (3, 32, 32)

@@ -111,7 +111,8 @@ def test_prepare_multi_source(plugins, tmp_path):
 def test_prepare_errors_are_one_line(plugins, tmp_path, capsys):
     assert main(["prepare", "nosuch", "--raw", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
-    assert "unknown dataset 'nosuch'" in err and "merged, tinycsv" in err and "Traceback" not in err
+    assert "unknown dataset 'nosuch'; available:" in err and "merged" in err and "tinycsv" in err
+    assert "Traceback" not in err
     assert main(["prepare", "tinycsv", "--raw", str(tmp_path / "absent"), "--out", str(tmp_path / "o")]) == 2
     assert f"raw folder {tmp_path / 'absent'}" in capsys.readouterr().err
     (tmp_path / "raw").mkdir()

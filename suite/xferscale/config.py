@@ -28,7 +28,7 @@ class ConfigError(ValueError):
 @dataclass
 class ModelConfig:
     name: Literal["tiny", "r50x1", "r152x4"] = "tiny"
-    num_classes: int = 10
+    num_classes: Optional[int] = 10  # null: take it from the prepared dataset
     channels_last: bool = False
     compile: bool = False
 
@@ -40,12 +40,11 @@ class DataConfig:
     split: str = "train"
     backend: Literal["dali", "torch"] = "torch"
     pipeline: Literal["natural", "natural_randaugment", "xray", "eval", "finetune"] = "natural"
-    image_size: int = 64
+    image_size: int = 32
     workers: int = 2
     prefetch: int = 2
     on_corrupt: Literal["error", "skip"] = "error"
-    synthetic_samples: int = 512  # images per epoch of the synthetic source
-    synthetic_kind: Literal["tensors", "images"] = "tensors"
+    synthetic_samples: int = 1024  # images per epoch of the synthetic source
     precrop: Optional[int] = None  # finetune pipeline: resize side before the random crop (None: BiT pair)
     fewshot: Optional[int] = None  # train on this many examples per class (prepared data)
     fewshot_seed: int = 0  # which few-shot subset
@@ -54,7 +53,7 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
-    base_lr: float = 0.03  # scaled by global_batch / 256
+    base_lr: float = 0.4  # scaled by global_batch / 256
     momentum: float = 0.9
     weight_decay: float = 1e-4
     agc_clip: float = 0.01  # 0 disables adaptive gradient clipping
@@ -64,9 +63,9 @@ class OptimConfig:
 
 @dataclass
 class ScheduleConfig:
-    kind: Literal["step", "cosine", "constant"] = "step"
-    warmup_steps: int = 5000
-    epochs: float = 90
+    kind: Literal["step", "cosine", "constant"] = "cosine"
+    warmup_steps: int = 20
+    epochs: float = 8
     # Step decays (/10) at these epochs of a `milestone_base`-epoch run, scaled to `epochs`.
     milestones: list[float] = field(default_factory=lambda: [30.0, 60.0, 80.0])
     milestone_base: float = 90
@@ -74,13 +73,13 @@ class ScheduleConfig:
 
 @dataclass
 class TrainConfig:
-    global_batch: int = 4096
+    global_batch: int = 32
     precision: Precision = "fp32"
     loss: Literal["softmax_ce", "sigmoid_bce"] = "softmax_ce"
     seed: int = 0
     max_steps: Optional[int] = None  # stop early (benchmarks, smoke runs)
     log_every: int = 10  # steps between host syncs for loss/metrics
-    checkpoint_every: int = 1000  # steps; a checkpoint is also written at each epoch end
+    checkpoint_every: int = 100  # steps; a checkpoint is also written at each epoch end
     warmup_exclude: int = 5  # steps excluded from throughput
     progress: bool = True
 
@@ -247,7 +246,6 @@ def load_config(
 def validate(cfg: ExperimentConfig, require_data: bool = True) -> None:
     """Cross-field checks that types alone cannot express."""
     positive = {
-        "model.num_classes": cfg.model.num_classes,
         "data.image_size": cfg.data.image_size,
         "train.global_batch": cfg.train.global_batch,
         "train.log_every": cfg.train.log_every,
@@ -258,12 +256,20 @@ def validate(cfg: ExperimentConfig, require_data: bool = True) -> None:
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(f"{key}: must be > 0, got {value}")
+    if cfg.model.num_classes is not None and cfg.model.num_classes <= 0:
+        raise ConfigError(f"model.num_classes: must be > 0 or null, got {cfg.model.num_classes}")
+    if cfg.model.num_classes is None and cfg.data.source == "synthetic":
+        raise ConfigError("model.num_classes: required with the synthetic data source")
     if cfg.optim.base_lr <= 0:
         raise ConfigError(f"optim.base_lr: must be > 0, got {cfg.optim.base_lr}")
     if cfg.train.max_steps is not None and cfg.train.max_steps <= 0:
         raise ConfigError(f"train.max_steps: must be > 0 or null, got {cfg.train.max_steps}")
     if sorted(cfg.schedule.milestones) != cfg.schedule.milestones:
         raise ConfigError(f"schedule.milestones: must be increasing, got {cfg.schedule.milestones}")
+    if cfg.data.fewshot is not None and cfg.data.fewshot <= 0:
+        raise ConfigError(f"data.fewshot: must be > 0 or null, got {cfg.data.fewshot}")
+    if cfg.data.precrop is not None and cfg.data.precrop < cfg.data.image_size:
+        raise ConfigError(f"data.precrop: must be >= data.image_size ({cfg.data.image_size}), got {cfg.data.precrop}")
     if cfg.data.source == "prepared":
         if not cfg.data.path:
             raise ConfigError("data.path: required when data.source is 'prepared'")

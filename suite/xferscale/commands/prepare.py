@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shard-size", type=int, default=1000, help="samples per tar shard (default 1000)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     few = parser.add_argument_group(f"{FEWSHOT} subsets")
-    few.add_argument("--dataset", dest="prepared", type=Path, help="prepared dataset folder")
+    few.add_argument("--dataset", dest="prepared", type=Path, metavar="DIR", help="prepared dataset folder")
     few.add_argument("--split", default="train", help="split to draw from (default train)")
     few.add_argument("--shots", type=_int_list, help="examples per class, e.g. 1,5,10")
     few.add_argument("--seeds", type=_int_list, default=[0], help="seeds, e.g. 0-4 (default 0)")

@@ -41,7 +41,7 @@ from PIL import Image
 
 from xferscale.config import DataConfig
 from xferscale.data import transforms as T
-from xferscale.data.prepared import CorruptImageError, RankView, targets_tensor
+from xferscale.data.prepared import CorruptImageError, PreparedBatches, RankView, targets_tensor
 from xferscale.data.sampling import epoch_permutation, shard_range
 from xferscale.data.shards import read_component, write_index
 
@@ -143,25 +143,17 @@ def find_corrupt(view: RankView, indices: np.ndarray) -> dict[int, str]:
     return bad
 
 
-class DaliBatches:
+class DaliBatches(PreparedBatches):
     """A prepared split read by DALI; see the module docstring."""
 
     def __init__(self, view: RankView, cfg: DataConfig, device: torch.device):
-        self.view, self.cfg, self.device = view, cfg, device
+        super().__init__(view, cfg, device)
         self.gpu = device.type == "cuda"
-        self.corrupt_skipped = 0
         self._tmp = tempfile.TemporaryDirectory(prefix="xferscale-dali-")
         plan = view.plan
         self._by_shard = [[] for _ in plan.shards]
         for i, ref in enumerate(plan.samples):
             self._by_shard[ref.shard].append(i)
-
-    @property
-    def num_samples(self) -> int:
-        return self.view.num_samples
-
-    def __len__(self) -> int:
-        return len(self.view)
 
     def _sources(self, epoch: int) -> tuple[list[str], list[str], np.ndarray]:
         """Tar paths, index paths and the listed sample order the reader shards."""

@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Protocol
 
 import numpy as np
 import torch
@@ -32,14 +31,6 @@ from xferscale.data.shards import IMAGE_EXTS, Component, label_extension, read_i
 
 class CorruptImageError(RuntimeError):
     """An image in a shard cannot be decoded; the message names the shard and member."""
-
-
-class Batches(Protocol):
-    num_samples: int
-
-    def __len__(self) -> int: ...
-
-    def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
 
 
 @dataclass(frozen=True)
@@ -173,6 +164,23 @@ class RankView:
         return min(own, len(self) * self.batch_size) if self.train else own
 
 
+class PreparedBatches:
+    """What both backends share: the :class:`~xferscale.data.loader.Batches` attributes."""
+
+    def __init__(self, view: RankView, cfg: DataConfig, device: torch.device):
+        self.view, self.cfg, self.device = view, cfg, device
+        self.corrupt_skipped = 0  # images left out with data.on_corrupt=skip
+        self.num_classes = view.plan.num_classes
+        self.task = view.plan.task
+
+    @property
+    def num_samples(self) -> int:
+        return self.view.num_samples
+
+    def __len__(self) -> int:
+        return len(self.view)
+
+
 def targets_tensor(task: str, labels: np.ndarray) -> torch.Tensor:
     """int64 (N,) class indices, or float32 (N, C) with 1/0/-1."""
     if task == "multiclass":
@@ -190,14 +198,13 @@ def build_prepared_loader(
     train: bool,
     seed: int,
     num_classes: int,
-) -> Batches:
-    """Batches of a prepared dataset split, read by DALI or torch (``cfg.backend``)."""
+) -> PreparedBatches:
+    """Batches of a prepared dataset split, read by DALI or torch (``cfg.backend``).
+
+    ``num_classes`` is accepted for the common loader signature; the dataset's own class
+    count is the loader's ``num_classes`` attribute and the trainer checks the two agree.
+    """
     plan = load_plan(cfg, seed)
-    if num_classes != plan.num_classes:
-        raise PrepareError(
-            f"{plan.info.root}: dataset {plan.info.spec.name!r} has {plan.num_classes} classes, "
-            f"the model is configured for {num_classes} (model.num_classes)"
-        )
     view = RankView(plan, batch_size, rank, world_size, train)
     device = torch.device(device)
     if cfg.backend == "dali":

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.io import ImageReadMode, decode_image
 
 from xferscale.config import DataConfig
-from xferscale.data.prepared import CorruptImageError, RankView, SplitPlan, targets_tensor
+from xferscale.data.prepared import CorruptImageError, PreparedBatches, RankView, SplitPlan, targets_tensor
 from xferscale.data.shards import decode_labels, read_component
 from xferscale.data.transforms import build_transform
 
@@ -83,21 +83,28 @@ def sample_seeds(seed: int, epoch: int, positions: np.ndarray) -> np.ndarray:
     return (positions.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15) + base) >> np.uint64(1)
 
 
-class TorchBatches:
+class _EpochBatchSampler:
+    """Batch sampler whose batches are replaced before each epoch (like set_epoch)."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[Item]] = []
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class TorchBatches(PreparedBatches):
     """A prepared split read by a torch DataLoader; see the module docstring."""
 
     def __init__(self, view: RankView, cfg: DataConfig, device: torch.device):
-        self.view, self.cfg, self.device = view, cfg, device
+        super().__init__(view, cfg, device)
         pipeline = cfg.pipeline if view.train else "eval"
         self.dataset = ShardSampleDataset(view.plan, pipeline, cfg.image_size, cfg.precrop, cfg.on_corrupt)
-        self.corrupt_skipped = 0
-
-    @property
-    def num_samples(self) -> int:
-        return self.view.num_samples
-
-    def __len__(self) -> int:
-        return len(self.view)
+        self._sampler = _EpochBatchSampler()
+        self._dataloader: DataLoader | None = None
 
     def batch_items(self, epoch: int, start_batch: int = 0) -> list[list[Item]]:
         """This rank's batches of (sample index, augmentation seed), from ``start_batch``."""
@@ -111,17 +118,23 @@ class TorchBatches:
             for i in range(start_batch * b, len(indices), b)
         ][: max(0, len(self) - start_batch)]
 
+    def _loader(self) -> DataLoader:
+        if self._dataloader is None:
+            workers = max(0, self.cfg.workers)
+            self._dataloader = DataLoader(
+                self.dataset,
+                batch_sampler=self._sampler,
+                num_workers=workers,
+                collate_fn=collate,
+                pin_memory=self.device.type == "cuda",
+                prefetch_factor=max(1, self.cfg.prefetch) if workers else None,
+                persistent_workers=workers > 0,  # workers (and their open shards) live across epochs
+            )
+        return self._dataloader
+
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        workers = max(0, self.cfg.workers)
-        loader = DataLoader(
-            self.dataset,
-            batch_sampler=self.batch_items(epoch, start_batch),
-            num_workers=workers,
-            collate_fn=collate,
-            pin_memory=self.device.type == "cuda",
-            prefetch_factor=max(1, self.cfg.prefetch) if workers else None,
-        )
-        for images, labels, skipped in loader:
+        self._sampler.batches = self.batch_items(epoch, start_batch)
+        for images, labels, skipped in self._loader():
             self.corrupt_skipped += skipped
             if len(labels):
                 targets = targets_tensor(self.view.plan.task, labels)

@@ -1,0 +1,64 @@
+"""``xferscale pretrain``: pre-train a BiT ResNet; with no arguments, a 1-minute CPU demo."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from xferscale.config import ConfigError, builtin_configs, dump_config, load_config
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", "-c", help="config file, or the name of a shipped config (see --list)")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="config overrides, e.g. train.global_batch=256 data.path=/p/scratch/in1k")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from <output_dir>/checkpoint.pt when it exists (exactly where it stopped)")
+    parser.add_argument("--output-dir", help="shorthand for output_dir=...")
+    parser.add_argument("--list", action="store_true", help="list the shipped pre-training configs and exit")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.list:
+        for name, path in sorted(builtin_configs().items()):
+            print(f"{name:<40} {path}")
+        return 0
+    overrides = list(args.overrides) + ([f"output_dir={args.output_dir}"] if args.output_dir else [])
+    try:
+        cfg = load_config(args.config, overrides, require_data=not args.print_config)
+    except ConfigError as err:
+        print(f"xferscale pretrain: config error: {err}", file=sys.stderr)
+        return 2
+    if args.print_config:
+        print(dump_config(cfg), end="")
+        return 0
+
+    from xferscale.distributed import shutdown
+    from xferscale.trainer import NonFiniteLossError, Trainer
+
+    try:
+        trainer = Trainer(cfg)
+    except ConfigError as err:
+        print(f"xferscale pretrain: config error: {err}", file=sys.stderr)
+        return 2
+    env = trainer.env
+    if env.is_main:
+        print(f"pretrain {cfg.name}: {cfg.model.name} ({trainer.num_classes} classes), {env.world_size} rank(s) "
+              f"[{env.backend}] on {env.device}, global batch {cfg.train.global_batch}, {cfg.train.precision}, "
+              f"{trainer.total_steps} steps ({trainer.steps_per_epoch}/epoch)")
+    try:
+        summary = trainer.fit(resume=args.resume)
+    except NonFiniteLossError as err:
+        print(f"xferscale pretrain: {err}", file=sys.stderr)
+        return 3
+    finally:
+        shutdown(env)
+    if env.is_main:
+        per_rank = ", ".join(f"{r:.1f}" for r in summary["images_per_s_per_rank"])
+        print(f"loss {summary['loss']:.4f} after {summary['steps']} steps; throughput {summary['images_per_s_total']:.1f} "
+              f"images/s in total (per rank: {per_rank}; warm-up {summary['warmup_steps_excluded']} steps excluded)")
+        if summary["stopped_by_signal"]:
+            print(f"stopped by signal; checkpoint written to {summary['checkpoint']} (continue with --resume)")
+        else:
+            print(f"checkpoint: {summary['checkpoint']}")
+    return 0

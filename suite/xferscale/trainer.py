@@ -1,0 +1,359 @@
+"""The pre-training engine: one training step, and the loop around it.
+
+:class:`TrainStep` is the unit the benchmarks time: forward, backward, gradient sync,
+AGC, SGD. :class:`Trainer` adds the data, the schedule, logging, throughput measured on
+every rank, checkpoints and pre-emption handling around it.
+"""
+from __future__ import annotations
+
+import json
+import math
+import signal
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from xferscale.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from xferscale.config import ConfigError, ExperimentConfig, dump_config
+from xferscale.data.loader import Batches, build_loader
+from xferscale.distributed import (
+    DistEnv, GradientSync, all_reduce, barrier, init_distributed, wrap_for_training,
+)
+from xferscale.losses import LOSSES, LossFn
+from xferscale.models import build_model
+from xferscale.optim import (
+    ConstantSchedule, WarmupCosineSchedule, WarmupStepSchedule, adaptive_clip_grad_, agc_parameters,
+    build_sgd, scaled_lr, set_lr,
+)
+from xferscale.precision import autocast_context, configure_matmul, make_grad_scaler
+
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the message names the step."""
+
+
+class TrainStep:
+    """One optimisation step on a batch; returns the detached loss without a host sync."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        loss_fn: LossFn,
+        *,
+        precision: str = "fp32",
+        device: torch.device = torch.device("cpu"),
+        agc_params: list[nn.Parameter] | None = None,
+        agc_clip: float = 0.01,
+        agc_eps: float = 1e-3,
+        foreach: bool = True,
+        channels_last: bool = False,
+        grad_sync: GradientSync | None = None,
+    ):
+        self.model, self.optimizer, self.loss_fn = model, optimizer, loss_fn
+        self.precision, self.device = precision, device
+        self.agc_params = agc_params if agc_clip > 0 else None
+        self.agc_clip, self.agc_eps, self.foreach = agc_clip, agc_eps, foreach
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.scaler = make_grad_scaler(precision, device)
+        self.grad_sync = grad_sync
+
+    def __call__(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        images = images.contiguous(memory_format=self.memory_format)
+        self.optimizer.zero_grad(set_to_none=True)
+        with autocast_context(self.precision, self.device):
+            logits = self.model(images)
+        loss = self.loss_fn(logits.float(), targets)
+        (self.scaler.scale(loss) if self.scaler else loss).backward()
+        if self.grad_sync:
+            self.grad_sync.synchronize()
+        if self.scaler:
+            self.scaler.unscale_(self.optimizer)
+        if self.agc_params is not None:
+            adaptive_clip_grad_(self.agc_params, self.agc_clip, self.agc_eps, foreach=self.foreach)
+        with self.grad_sync.step_context() if self.grad_sync else nullcontext():
+            if self.scaler:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                self.optimizer.step()
+        return loss.detach()
+
+
+def build_schedule(cfg: ExperimentConfig, steps_per_epoch: int, total_steps: int):
+    peak = scaled_lr(cfg.optim.base_lr, cfg.train.global_batch)
+    sched = cfg.schedule
+    if sched.kind == "cosine":
+        return WarmupCosineSchedule(peak, sched.warmup_steps, total_steps)
+    if sched.kind == "constant":
+        return ConstantSchedule(peak, sched.warmup_steps)
+    scale = sched.epochs / sched.milestone_base
+    boundaries = [round(m * scale * steps_per_epoch) for m in sched.milestones]
+    return WarmupStepSchedule(peak, sched.warmup_steps, boundaries)
+
+
+class _StopRequest:
+    """Records SIGTERM / SIGUSR1 (SLURM pre-emption or time limit) for the loop to act on."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self):
+        for sig in self.SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, _frame):
+        self.signum = signum
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+class Trainer:
+    def __init__(self, cfg: ExperimentConfig, env: DistEnv | None = None, loader: Batches | None = None):
+        self.cfg = cfg
+        self.env = env or init_distributed(cfg.distributed.backend)
+        self.out = Path(cfg.output_dir)
+        self.checkpoint_path = self.out / CHECKPOINT_NAME
+        tc = cfg.train
+        if tc.global_batch % self.env.world_size:
+            raise ConfigError(f"train.global_batch={tc.global_batch} is not divisible by the {self.env.world_size} ranks")
+        self.local_batch = tc.global_batch // self.env.world_size
+        configure_matmul(tc.precision)
+        torch.manual_seed(tc.seed)  # the same initial weights on every rank
+        self.loader = loader or build_loader(
+            cfg.data, batch_size=self.local_batch, rank=self.env.rank, world_size=self.env.world_size,
+            device=self.env.device, train=True, seed=tc.seed, num_classes=cfg.model.num_classes or 10,
+            multilabel=tc.loss == "sigmoid_bce",
+        )
+        if len(self.loader) == 0:
+            raise ConfigError(f"one epoch of {self.loader.num_samples} samples has no full global batch of {tc.global_batch}")
+        self.num_classes = self._num_classes()
+        model = build_model(cfg.model.name, self.num_classes).to(self.env.device)
+        if cfg.model.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model  # unwrapped: what checkpoints hold
+        self.steps_per_epoch = len(self.loader)
+        total = math.ceil(cfg.schedule.epochs * self.steps_per_epoch)
+        self.total_steps = min(total, tc.max_steps) if tc.max_steps else total
+        self.schedule = build_schedule(cfg, self.steps_per_epoch, total)
+        optimizer = build_sgd(model, self.schedule(0), cfg.optim.momentum, cfg.optim.weight_decay, cfg.optim.foreach)
+        agc_params = agc_parameters(model)
+        wrapped, optimizer = wrap_for_training(
+            model, optimizer, self.env, cfg.distributed.bucket_cap_mb, cfg.distributed.static_graph
+        )
+        if cfg.model.compile:
+            wrapped = torch.compile(wrapped)
+        self.optimizer = optimizer
+        self.step_fn = TrainStep(
+            wrapped, optimizer, LOSSES[tc.loss], precision=tc.precision, device=self.env.device,
+            agc_params=agc_params, agc_clip=cfg.optim.agc_clip, agc_eps=cfg.optim.agc_eps,
+            foreach=cfg.optim.foreach, channels_last=cfg.model.channels_last,
+            grad_sync=GradientSync(self.env, optimizer),
+        )
+        self.step = self.epoch = self.batch_in_epoch = 0
+
+    def _num_classes(self) -> int:
+        dataset_classes = getattr(self.loader, "num_classes", None)
+        wanted = self.cfg.model.num_classes
+        if wanted is None:
+            return dataset_classes
+        if self.cfg.data.source == "prepared" and dataset_classes not in (None, wanted):
+            raise ConfigError(
+                f"model.num_classes={wanted}, but the dataset at {self.cfg.data.path} has {dataset_classes} classes"
+            )
+        return wanted
+
+    # -- checkpoints -------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "model_name": self.cfg.model.name,
+            "num_classes": self.num_classes,
+            "task": self.loader.task,
+            "config": self.cfg.to_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.step_fn.scaler.state_dict() if self.step_fn.scaler else None,
+            "step": self.step,
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "world_size": self.env.world_size,
+            "rng": rng_state(),
+        }
+
+    def save(self) -> None:
+        if self.env.is_main:
+            save_checkpoint(self.checkpoint_path, self.state_dict())
+        barrier(self.env)
+
+    def restore(self, state: dict[str, Any]) -> None:
+        if state.get("model_name") != self.cfg.model.name or state.get("num_classes") != self.num_classes:
+            raise ConfigError(
+                f"{self.checkpoint_path} holds {state.get('model_name')} with {state.get('num_classes')} classes, "
+                f"but the config asks for {self.cfg.model.name} with {self.num_classes}"
+            )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.step_fn.scaler and state.get("scaler"):
+            self.step_fn.scaler.load_state_dict(state["scaler"])
+        self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+        set_rng_state(state["rng"])
+
+    # -- the loop ----------------------------------------------------------------------
+    def fit(self, resume: bool = False) -> dict[str, Any]:
+        cfg, env = self.cfg, self.env
+        if resume and self.checkpoint_path.exists():
+            self.restore(load_checkpoint(self.checkpoint_path, map_location=env.device))
+        if env.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "config.yaml").write_text(dump_config(cfg))
+        meter = _Throughput(env, self.local_batch, cfg.train.warmup_exclude)
+        window = _Window(env.device)
+        bar = tqdm(total=self.total_steps, initial=self.step, unit="step", dynamic_ncols=True, mininterval=1.0,
+                   disable=not (env.is_main and cfg.train.progress), desc=f"pretrain {cfg.name}")
+        log = open(self.out / "metrics.jsonl", "a") if env.is_main else None
+        stopped_by = None
+        try:
+            with _StopRequest() as stop:
+                while self.step < self.total_steps and stopped_by is None:
+                    for images, targets in self.loader.epoch(self.epoch, self.batch_in_epoch):
+                        lr = self.schedule(self.step)
+                        set_lr(self.optimizer, lr)
+                        window.add(self.step_fn(images, targets), self.step)
+                        self.step += 1
+                        self.batch_in_epoch += 1
+                        meter.tick(self.step)
+                        bar.update()
+                        last = self.step >= self.total_steps
+                        if self.step % cfg.train.log_every == 0 or last:
+                            record, stop_votes = window.flush(env, self.step, stop.signum is not None, meter.window_rate())
+                            record.update(epoch=self.epoch, lr=lr)
+                            self._check_finite(record)
+                            if log:
+                                log.write(json.dumps(record) + "\n")
+                                log.flush()
+                            bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.3g}")
+                            if stop_votes:
+                                stopped_by = stop.signum or "signal on another rank"
+                        if stopped_by or last:
+                            break
+                        if self.step % cfg.train.checkpoint_every == 0:
+                            self.save()
+                    if self.batch_in_epoch >= self.steps_per_epoch:
+                        self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+                    self.save()
+        finally:
+            bar.close()
+            if log:
+                log.close()
+        summary = meter.summary()
+        summary.update(steps=self.step, epoch=self.epoch, checkpoint=str(self.checkpoint_path),
+                       stopped_by_signal=stopped_by is not None, model=cfg.model.name, world_size=env.world_size,
+                       global_batch=cfg.train.global_batch, precision=cfg.train.precision, loss=window.last_loss)
+        if env.is_main:
+            (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
+        return summary
+
+    def _check_finite(self, record: dict[str, Any]) -> None:
+        if record["first_bad_step"] >= 0:
+            raise NonFiniteLossError(
+                f"loss became NaN/inf at step {record['first_bad_step']} (epoch {self.epoch}); stopping. "
+                f"The last good checkpoint is {self.checkpoint_path} "
+                "(lower optim.base_lr, raise schedule.warmup_steps, or use train.precision=amp_bf16/fp32)"
+            )
+
+
+class _Window:
+    """Loss of the steps since the last log, kept on the device so steps never sync the host."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.last_loss = float("nan")
+        self._reset()
+
+    def _reset(self):
+        self.loss_sum = torch.zeros((), device=self.device)
+        self.count = 0
+        self.first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
+
+    def add(self, loss: torch.Tensor, step: int) -> None:
+        finite = torch.isfinite(loss)
+        self.loss_sum += torch.where(finite, loss, torch.zeros_like(loss))
+        self.count += 1
+        self.first_bad = torch.where(~finite & (self.first_bad < 0), torch.tensor(step, device=self.device), self.first_bad)
+
+    def flush(self, env: DistEnv, step: int, stop_requested: bool, rate: float) -> tuple[dict[str, Any], bool]:
+        """Reduce the window over ranks: mean loss, any stop request, images/s summed over ranks."""
+        extra = torch.tensor([float(stop_requested), rate], device=self.device)
+        sums = torch.cat([(self.loss_sum / max(self.count, 1)).reshape(1), extra])
+        all_reduce(sums, env)
+        bad = all_reduce(self.first_bad.clone(), env, op="max")
+        self.last_loss = sums[0].item() / env.world_size
+        record = {"step": step, "loss": self.last_loss, "first_bad_step": int(bad.item()),
+                  "images_per_s_rank": rate, "images_per_s_total": sums[2].item()}
+        self._reset()
+        return record, bool(sums[1].item() > 0)
+
+
+class _Throughput:
+    """Images/s of this rank after the warm-up steps, and the total over ranks as measured."""
+
+    def __init__(self, env: DistEnv, local_batch: int, warmup: int):
+        self.env, self.local_batch, self.warmup = env, local_batch, warmup
+        self.seen = 0  # steps run by this process (a resumed run counts its own)
+        self.t0: float | None = time.perf_counter() if warmup == 0 else None
+        self.timed_steps = 0
+        self.window_t = time.perf_counter()
+        self.window_steps = 0
+
+    def _sync(self):
+        if self.env.device.type == "cuda":
+            torch.cuda.synchronize(self.env.device)
+
+    def tick(self, step: int) -> None:
+        self.seen += 1
+        self.window_steps += 1
+        if self.t0 is not None:
+            self.timed_steps += 1
+        elif self.seen >= self.warmup:  # the clock starts once the warm-up steps are done
+            self._sync()
+            self.t0 = time.perf_counter()
+
+    def window_rate(self) -> float:
+        """This rank's images/s since the last call (the log line's figure)."""
+        self._sync()
+        now = time.perf_counter()
+        rate = self.window_steps * self.local_batch / max(now - self.window_t, 1e-9)
+        self.window_t, self.window_steps = now, 0
+        return rate
+
+    def summary(self) -> dict[str, Any]:
+        self._sync()
+        elapsed = time.perf_counter() - self.t0 if self.t0 is not None and self.timed_steps else 0.0
+        rate = self.timed_steps * self.local_batch / elapsed if elapsed else 0.0
+        world = self.env.world_size
+        per_rank = torch.zeros(world, dtype=torch.float64, device=self.env.device)
+        per_rank[self.env.rank] = rate
+        slowest = torch.tensor([elapsed], dtype=torch.float64, device=self.env.device)
+        all_reduce(per_rank, self.env)
+        all_reduce(slowest, self.env, op="max")
+        global_images = self.timed_steps * self.local_batch * world
+        return {
+            "timed_steps": self.timed_steps,
+            "warmup_steps_excluded": self.warmup,
+            "images_per_s_per_rank": per_rank.tolist(),
+            "images_per_s_total": float(per_rank.sum()),
+            "images_per_s_total_slowest_rank": global_images / slowest.item() if slowest.item() else 0.0,
+        }

@@ -1,0 +1,103 @@
+"""The pre-training engine end to end, in real processes (gloo ranks under torchrun)."""
+import json
+import signal
+import time
+
+import pytest
+import torch
+
+from conftest import load_weights, run_xferscale, start_xferscale
+from xferscale.distributed import first_host, horovod_available, launch_env
+
+
+def _assert_same_weights(a, b, atol=1e-5):
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=atol, msg=f"weights differ at {key}")
+
+
+def test_two_gloo_ranks_match_one_process_with_the_same_global_batch(tmp_path, tiny_args):
+    run_xferscale("pretrain", *tiny_args, f"output_dir={tmp_path / 'one'}")
+    run_xferscale("pretrain", *tiny_args, f"output_dir={tmp_path / 'two'}", nproc=2)
+    one, two = load_weights(tmp_path / "one"), load_weights(tmp_path / "two")
+    _assert_same_weights(one, two)
+    start = torch.load(tmp_path / "one" / "checkpoint.pt", weights_only=False)
+    assert start["step"] == 16 and start["epoch"] == 2
+    summary = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert len(summary["images_per_s_per_rank"]) == 2 and all(r > 0 for r in summary["images_per_s_per_rank"])
+    assert summary["images_per_s_total"] == pytest.approx(sum(summary["images_per_s_per_rank"]))
+
+
+def test_sigterm_checkpoint_and_resume_equal_an_uninterrupted_run(tmp_path, tiny_args):
+    args = [*tiny_args, "schedule.epochs=6", "train.log_every=1"]
+    run_xferscale("pretrain", *args, f"output_dir={tmp_path / 'full'}")
+
+    out = tmp_path / "cut"
+    proc = start_xferscale("pretrain", *args, f"output_dir={out}")
+    metrics = out / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 5):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    assert "stopped by signal" in stdout
+    cut = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert 5 <= cut["step"] < 48, "the run must stop mid-way, at a step boundary"
+
+    resumed = run_xferscale("pretrain", *args, f"output_dir={out}", "--resume")
+    assert "after 48 steps" in resumed.stdout
+    _assert_same_weights(load_weights(tmp_path / "full"), load_weights(out), atol=0)
+
+
+def test_nan_loss_stops_with_the_step_named(tmp_path, tiny_args):
+    proc = run_xferscale("pretrain", *tiny_args, "optim.base_lr=1e12", "optim.agc_clip=0", f"output_dir={tmp_path}", check=False)
+    assert proc.returncode == 3
+    assert "loss became NaN/inf at step" in proc.stderr
+    step = int(proc.stderr.split("at step ")[1].split()[0])
+    assert 0 <= step < 16
+
+
+def test_default_run_writes_a_checkpoint_for_transfer(tmp_path, tiny_args):
+    proc = run_xferscale("pretrain", *tiny_args, f"output_dir={tmp_path}")
+    assert "images/s in total" in proc.stdout
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert state["model_name"] == "tiny" and state["num_classes"] == 10 and state["task"] == "multiclass"
+    assert [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == list(range(2, 17, 2))
+
+
+def test_multilabel_bce_run_with_unknown_labels(tmp_path, tiny_args):
+    run_xferscale("pretrain", *tiny_args, "train.loss=sigmoid_bce", f"output_dir={tmp_path}")
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["task"] == "multilabel"
+
+
+def test_bad_config_exits_2_with_the_key(tmp_path):
+    proc = run_xferscale("pretrain", "train.global_batch=0", f"output_dir={tmp_path}", check=False)
+    assert proc.returncode == 2 and "train.global_batch: must be > 0" in proc.stderr
+
+
+def test_srun_launch_variables():
+    env = {"SLURM_PROCID": "5", "SLURM_NTASKS": "8", "SLURM_LOCALID": "1", "SLURM_JOB_NODELIST": "jwb[0012-0013]"}
+    info = launch_env(env)
+    assert (info["rank"], info["world_size"], info["local_rank"], info["master_addr"]) == (5, 8, 1, "jwb0012")
+    assert launch_env({**env, "MASTER_ADDR": "jwb0012i"})["master_addr"] == "jwb0012i"
+    torchrun = {"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "3", **env}
+    assert launch_env(torchrun)["rank"] == 3  # torchrun's own variables win over SLURM's
+    assert launch_env({})["world_size"] == 1
+    assert first_host("jwc00n001") == "jwc00n001"
+    assert first_host("jwb[0100,0007-0009],jwc01") == "jwb0100"
+
+
+@pytest.mark.skipif(not horovod_available(), reason="Horovod is not installed (scripts/install_horovod.sh builds it)")
+def test_horovod_backend_runs_two_processes(tmp_path, tiny_args):
+    import shutil
+    import subprocess
+    import sys
+
+    horovodrun = shutil.which("horovodrun")
+    assert horovodrun, "horovod is importable but horovodrun is not on PATH"
+    cmd = [horovodrun, "-np", "2", "-H", "localhost:2", "--gloo", sys.executable, "-m", "xferscale.cli", "pretrain",
+           *tiny_args, "distributed.backend=horovod", f"output_dir={tmp_path / 'hvd'}"]
+    subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=300)
+    run_xferscale("pretrain", *tiny_args, f"output_dir={tmp_path / 'one'}")
+    _assert_same_weights(load_weights(tmp_path / "one"), load_weights(tmp_path / "hvd"))
