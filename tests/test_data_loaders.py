@@ -146,3 +146,18 @@ def test_two_ranks_read_every_sample_once(tmp_path, backend):
     assert r0["len"] == r1["len"] == 3  # 15 per rank -> 3 full batches of 4, equal on both ranks
     train = r0["train"] + r1["train"]
     assert len(train) == 24 and len(set(train)) == 24
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_pretraining_runs_on_prepared_data(tiny, tmp_path, backend):
+    from xferscale.config import load_config
+    from xferscale.trainer import Trainer
+
+    cfg = load_config(None, [
+        "data.source=prepared", f"data.path={tiny}", f"data.backend={backend}", "data.image_size=32",
+        "data.workers=1", "model.num_classes=null", "train.global_batch=8", "train.max_steps=2",
+        "train.progress=false", "distributed.backend=none", f"output_dir={tmp_path}",
+    ])
+    trainer = Trainer(cfg)
+    assert trainer.num_classes == 3 and trainer.steps_per_epoch == 3
+    assert trainer.fit()["steps"] == 2 and (tmp_path / "checkpoint.pt").is_file()

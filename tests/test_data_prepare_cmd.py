@@ -114,7 +114,7 @@ def test_prepare_errors_are_one_line(plugins, tmp_path, capsys):
     assert "unknown dataset 'nosuch'; available:" in err and "merged" in err and "tinycsv" in err
     assert "Traceback" not in err
     assert main(["prepare", "tinycsv", "--raw", str(tmp_path / "absent"), "--out", str(tmp_path / "o")]) == 2
-    assert f"raw folder {tmp_path / 'absent'}" in capsys.readouterr().err
+    assert f"{tmp_path / 'absent'}: missing folder (raw data of tinycsv)" in capsys.readouterr().err
     (tmp_path / "raw").mkdir()
     (tmp_path / "raw" / "labels.csv").write_text("file,label,split\n")
     assert main(["prepare", "tinycsv", "--raw", str(tmp_path / "raw"), "--out", str(tmp_path / "o")]) == 2

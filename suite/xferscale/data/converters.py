@@ -16,6 +16,7 @@ from types import ModuleType
 from typing import Callable, Iterable
 
 from xferscale.data.records import DatasetSpec, PrepareError, Reconciliation, Sample
+from xferscale.data_prep.raw_files import require_dir
 
 PACKAGE = "xferscale.data_prep"
 ReadFn = Callable[[Path | dict[str, Path], Reconciliation], tuple[DatasetSpec, Iterable[Sample]]]
@@ -81,6 +82,4 @@ def resolve_raw(converter: Converter, raw: list[str]) -> Path | dict[str, Path]:
 
 
 def _existing_dir(path: Path, what: str) -> Path:
-    if not path.is_dir():
-        raise PrepareError(f"raw folder {path} for {what} does not exist or is not a folder")
-    return path
+    return require_dir(path, f"raw data of {what}")
