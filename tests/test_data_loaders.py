@@ -34,8 +34,9 @@ def tiny(tmp_path_factory):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_eval_reads_every_image_once_with_its_label(tiny, backend):
-    batches = loader(tiny, backend, train=False)
+@pytest.mark.parametrize("pipeline", ["natural", "finetune", "xray"])  # eval, eval_finetune, eval_xray
+def test_eval_reads_every_image_once_with_its_label(tiny, backend, pipeline):
+    batches = loader(tiny, backend, train=False, pipeline=pipeline)
     assert len(batches) == 4 and batches.num_samples == 30
     assert batches.num_classes == 3 and batches.task == "multiclass"
     labels = []

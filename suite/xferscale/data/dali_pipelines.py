@@ -88,6 +88,9 @@ def pipeline_graph(encoded, pipeline: str, image_size: int, precrop: int | None,
         images = fn.decoders.image(encoded, device=decoder, output_type=types.RGB)
         images = fn.resize(images, resize_shorter=T.eval_resize(size), antialias=True)
         return _normalise(images, crop=(size, size))
+    if pipeline == "eval_finetune":
+        images = fn.decoders.image(encoded, device=decoder, output_type=types.RGB)
+        return _normalise(fn.resize(images, resize_x=size, resize_y=size, antialias=True))
     if pipeline == "finetune":
         side = T.default_precrop(size, precrop)
         images = fn.decoders.image(encoded, device=decoder, output_type=types.RGB)
@@ -96,15 +99,17 @@ def pipeline_graph(encoded, pipeline: str, image_size: int, precrop: int | None,
             images, mirror=_flip(), crop=(size, size),
             crop_pos_x=fn.random.uniform(range=[0.0, 1.0]), crop_pos_y=fn.random.uniform(range=[0.0, 1.0]),
         )
-    if pipeline == "xray":
+    if pipeline in ("xray", "eval_xray"):
         images = fn.decoders.image(encoded, device=decoder, output_type=types.RGB, dtype=types.FLOAT)
         shape = images.shape(dtype=types.FLOAT)
         side = fn.reductions.min(fn.slice(shape, 0, 2, axes=[0]))  # (H, W) -> shorter side
         images = fn.crop(images, crop_h=side, crop_w=side)
         images = fn.resize(images, resize_x=size, resize_y=size, antialias=True)
+        if pipeline == "eval_xray":
+            return _normalise(images, uint8=False)
         images = fn.warp_affine(images, matrix=_xray_affine(size), fill_value=0.0, inverse_map=False)
         return _normalise(images, mirror=_flip(), uint8=False)
-    raise ValueError(f"unknown pipeline {pipeline!r}; choose one of {', '.join(T.PIPELINES)}")
+    raise ValueError(f"unknown pipeline {pipeline!r}; choose one of {', '.join(T.PIPELINES)} or their eval forms")
 
 
 @pipeline_def
@@ -184,7 +189,7 @@ class DaliBatches(PreparedBatches):
             label_ext="cls" if multiclass else "lbl", label_dtype=types.INT32 if multiclass else types.INT8,
             shard_id=view.rank, num_shards=view.world_size, shuffle=view.train,
             reader_seed=_seed(view.plan.seed, epoch, 0),
-            pipeline=cfg.pipeline if view.train else "eval", image_size=cfg.image_size,
+            pipeline=T.pipeline_for(cfg.pipeline, view.train), image_size=cfg.image_size,
             precrop=cfg.precrop, gpu=self.gpu,
             batch_size=view.batch_size, num_threads=max(1, cfg.workers),
             device_id=(self.device.index or 0) if self.gpu else None,

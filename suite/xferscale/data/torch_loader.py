@@ -25,7 +25,7 @@ from torchvision.io import ImageReadMode, decode_image
 from xferscale.config import DataConfig
 from xferscale.data.prepared import CorruptImageError, PreparedBatches, RankView, SplitPlan, targets_tensor
 from xferscale.data.shards import decode_labels, read_component
-from xferscale.data.transforms import build_transform
+from xferscale.data.transforms import build_transform, pipeline_for
 
 Item = tuple[int, int]  # (sample index, augmentation seed)
 
@@ -101,7 +101,7 @@ class TorchBatches(PreparedBatches):
 
     def __init__(self, view: RankView, cfg: DataConfig, device: torch.device):
         super().__init__(view, cfg, device)
-        pipeline = cfg.pipeline if view.train else "eval"
+        pipeline = pipeline_for(cfg.pipeline, view.train)
         self.dataset = ShardSampleDataset(view.plan, pipeline, cfg.image_size, cfg.precrop, cfg.on_corrupt)
         self._sampler = _EpochBatchSampler()
         self._dataloader: DataLoader | None = None

@@ -10,6 +10,11 @@ implement the same steps with DALI operators).
                         ranges), flip
 ``finetune``            BiT-HyperRule: resize to (precrop, precrop), random crop image_size, flip
 
+Evaluation (``train=False``) uses the deterministic part of the training pipeline
+(:func:`pipeline_for`): ``eval`` after the natural pipelines, ``eval_finetune`` (resize to
+(image_size, image_size), as BiT evaluates) after ``finetune``, ``eval_xray`` (square centre
+crop, resize) after ``xray``.
+
 Every pipeline ends with grey -> 3 channels and BiT normalisation ``(x/255 - 0.5)/0.5``
 (``(x - 0.5)/0.5`` on the [0, 1] scale), CHW float32. 16-bit PNGs are scaled by 65535, so
 their full range survives (X-ray pipelines work in float throughout).
@@ -20,6 +25,7 @@ import torch
 from torchvision.transforms import v2
 
 PIPELINES = ("natural", "natural_randaugment", "eval", "xray", "finetune")
+EVAL_PIPELINES = {"finetune": "eval_finetune", "xray": "eval_xray"}  # others: "eval"
 RRC_AREA = (0.08, 1.0)
 RRC_ASPECT = (3 / 4, 4 / 3)
 EVAL_CROP_FRACTION = 0.875
@@ -43,12 +49,20 @@ def default_precrop(image_size: int, precrop: int | None) -> int:
     return BIT_PRECROP.get(image_size, round(image_size * 160 / 128))
 
 
+def pipeline_for(pipeline: str, train: bool) -> str:
+    """The pipeline a loader runs: ``pipeline`` for training, its evaluation form otherwise."""
+    if pipeline not in PIPELINES:
+        raise ValueError(f"unknown pipeline {pipeline!r}; choose one of {', '.join(PIPELINES)}")
+    return pipeline if train else EVAL_PIPELINES.get(pipeline, "eval")
+
+
 def _to_float() -> v2.Transform:
     return v2.ToDtype(torch.float32, scale=True)
 
 
 def build_transform(pipeline: str, image_size: int, precrop: int | None = None) -> v2.Compose:
-    """Transform for one decoded image (uint8 or uint16 CHW tensor, 3 channels)."""
+    """Transform for one decoded image (uint8 or uint16 CHW tensor, 3 channels); ``pipeline``
+    is one of :data:`PIPELINES` or an evaluation form from :func:`pipeline_for`."""
     size = (image_size, image_size)
     flip = v2.RandomHorizontalFlip()
     if pipeline == "natural":
@@ -61,6 +75,10 @@ def build_transform(pipeline: str, image_size: int, precrop: int | None = None) 
         ]
     elif pipeline == "eval":
         steps = [v2.Resize(eval_resize(image_size), antialias=True), v2.CenterCrop(size)]
+    elif pipeline == "eval_finetune":
+        steps = [v2.Resize(size, antialias=True)]
+    elif pipeline == "eval_xray":
+        steps = [_to_float(), SquareCentreCrop(), v2.Resize(size, antialias=True)]
     elif pipeline == "finetune":
         side = default_precrop(image_size, precrop)
         steps = [v2.Resize((side, side), antialias=True), v2.RandomCrop(size), flip]
