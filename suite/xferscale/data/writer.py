@@ -10,6 +10,12 @@ between file systems) and classes are mixed within and across shards, which DALI
 shuffle buffer and its per-rank shard ranges rely on (class-sorted shards would give
 single-class batches and class-skewed ranks).
 
+Cost of that order: all samples are known before the first shard is written. Samples
+given as file paths are kept as paths; samples given as bytes (pickled arrays, tar
+members) are appended to one spool file in ``out`` and read back in order, so preparing,
+e.g., ImageNet-21k (images streamed from its synset tars) needs its size again in free
+space until the run ends, and about 250 bytes of memory per sample (13 M: ~3 GB).
+
 Crash safety: every file is written as ``*.tmp`` and moved into place; ``*.tmp`` files of an
 interrupted run are removed at the start of the next one, an existing ``dataset.json`` is
 removed before anything else is rewritten, and the new ``dataset.json`` is written last.
