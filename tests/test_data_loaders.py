@@ -121,6 +121,12 @@ def test_corrupt_image_error_or_skip(tmp_path, backend):
     batches = loader(ds, backend, train=False, batch_size=4, on_corrupt="skip")
     seen = sum(len(y) for _, y in batches.epoch(0))
     assert seen == 11 and batches.corrupt_skipped == 1
+    # training keeps its length: torch leaves the image out of its batch, DALI refills the
+    # epoch list (a DALI batch cannot shrink) with the next samples of the list
+    train = loader(ds, backend, train=True, batch_size=4, on_corrupt="skip")
+    sizes = [len(y) for _, y in train.epoch(0)]
+    assert len(sizes) == len(train) == 3 and train.corrupt_skipped == 1
+    assert sum(sizes) == (12 if backend == "dali" else 11)
 
 
 def _rank_worker(rank, root, backend, results):
