@@ -168,3 +168,14 @@ def test_pretraining_runs_on_prepared_data(tiny, tmp_path, backend):
     trainer = Trainer(cfg)
     assert trainer.num_classes == 3 and trainer.steps_per_epoch == 3
     assert trainer.fit()["steps"] == 2 and (tmp_path / "checkpoint.pt").is_file()
+
+
+@pytest.mark.parametrize("pipeline", ["natural", "finetune", "xray"])
+def test_backends_agree_in_evaluation(tiny, pipeline):
+    """Same order, labels and normalisation (8-bit JPEG and 16-bit PNG) from both backends."""
+    out = {}
+    for backend in BACKENDS:
+        images, targets = zip(*loader(tiny, backend, train=False, pipeline=pipeline).epoch(0))
+        out[backend] = torch.cat(images), torch.cat(targets)
+    assert torch.equal(out["dali"][1], out["torch"][1])
+    assert torch.allclose(out["dali"][0], out["torch"][0], atol=1e-3)
