@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 from collections import Counter
 
 import pytest
@@ -21,8 +22,8 @@ from xferscale.data.writer import write_dataset
 BACKENDS = ("dali", "torch")
 
 
-def loader(path, backend, *, train, batch_size=8, rank=0, world_size=1, num_classes=3, **fields):
-    cfg = DataConfig(source="prepared", path=str(path), backend=backend, image_size=32, workers=1, **fields)
+def loader(path, backend, *, train, batch_size=8, rank=0, world_size=1, num_classes=3, workers=1, **fields):
+    cfg = DataConfig(source="prepared", path=str(path), backend=backend, image_size=32, workers=workers, **fields)
     return build_loader(cfg, batch_size=batch_size, rank=rank, world_size=world_size,
                         device="cpu", train=train, seed=7, num_classes=num_classes)
 
@@ -131,9 +132,9 @@ def test_corrupt_image_error_or_skip(tmp_path, backend):
 
 def _rank_worker(rank, root, backend, results):
     dist.init_process_group("gloo", init_method=f"file://{root}/pg-{backend}", rank=rank, world_size=2)
-    eval_ids = [i for x, _ in loader(root / "ds", backend, train=False, rank=rank, world_size=2, batch_size=4).epoch(0)
-                for i in identity_from_pixels(x)]
-    train = loader(root / "ds", backend, train=True, rank=rank, world_size=2, batch_size=4, pipeline="eval")
+    common = dict(rank=rank, world_size=2, batch_size=4, workers=0)  # workers=0: no DataLoader processes
+    eval_ids = [i for x, _ in loader(root / "ds", backend, train=False, **common).epoch(0) for i in identity_from_pixels(x)]
+    train = loader(root / "ds", backend, train=True, pipeline="eval", **common)
     train_ids = [i for x, _ in train.epoch(3) for i in identity_from_pixels(x)]
     gathered = [None, None]
     dist.all_gather_object(gathered, {"eval": eval_ids, "train": train_ids, "len": len(train)})
@@ -146,8 +147,11 @@ def _rank_worker(rank, root, backend, results):
 def test_two_ranks_read_every_sample_once(tmp_path, backend):
     write_unique(tmp_path / "ds", tmp_path / "raw", n=30)
     results = tmp_path / "results.json"
-    # fork: the ranks inherit the imported modules (spawning re-imports torch and DALI: ~20 s on 2 cores)
-    mp.start_processes(_rank_worker, args=(tmp_path, backend, results), nprocs=2, join=True, start_method="fork")
+    # forkserver: ranks fork from a clean single-threaded server that imported this module
+    # once (plain fork would copy this process's DALI and DataLoader threads and can deadlock;
+    # spawn would import torch and DALI again in every rank)
+    multiprocessing.set_forkserver_preload([__name__])
+    mp.start_processes(_rank_worker, args=(tmp_path, backend, results), nprocs=2, join=True, start_method="forkserver")
     r0, r1 = json.loads(results.read_text())
     assert sorted(r0["eval"] + r1["eval"]) == list(range(30))  # each sample exactly once
     assert r0["len"] == r1["len"] == 3  # 15 per rank -> 3 full batches of 4, equal on both ranks
