@@ -163,7 +163,10 @@ class DaliBatches(PreparedBatches):
     def _sources(self, epoch: int) -> tuple[list[str], list[str], np.ndarray]:
         """Tar paths, index paths and the listed sample order the reader shards."""
         plan, train = self.view.plan, self.view.train
-        natural = not plan.excluded and not (train and plan.oversample) and len(plan.base) == len(plan.samples)
+        natural = (
+            not plan.excluded and len(plan.base) == len(plan.samples)
+            and not (train and (plan.oversample or plan.passes > 1))
+        )
         if natural:
             order = epoch_permutation(len(plan.shards), plan.seed, epoch) if train else range(len(plan.shards))
             paths = [plan.shards[s] for s in order]

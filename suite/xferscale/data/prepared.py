@@ -7,7 +7,9 @@ manifest is sample ``i``), optionally restricted to a few-shot subset
 epoch (``data.oversample``). Epoch lists are pure functions of ``(seed, epoch)``
 (:mod:`xferscale.data.sampling`), identical on every rank.
 
-Length contract (equal on every rank, so DDP never waits on a rank that ran out):
+Length contract (equal on every rank, so DDP never waits on a rank that ran out; a
+training set smaller than one global batch, e.g. a few-shot subset, is repeated with a
+fresh shuffle per pass until an epoch holds at least one global batch):
 training drops the remainder, ``len = (samples // world_size) // batch_size``; evaluation
 reads every sample exactly once, rank ``r`` taking DALI's shard range, with a partial last
 batch.
@@ -55,6 +57,7 @@ class SplitPlan:
     seed: int
     oversample: bool
     excluded: set[int] = field(default_factory=set)  # corrupt samples, skipped
+    passes: int = 1  # training passes over the set per epoch (few-shot sets < one global batch)
 
     @property
     def task(self) -> str:
@@ -64,22 +67,30 @@ class SplitPlan:
     def num_classes(self) -> int:
         return self.info.spec.num_classes
 
-    def epoch_size(self, train: bool) -> int:
+    def pass_size(self, train: bool) -> int:
         if train and self.oversample:
             present = len(np.unique(self.class_of[self.base]))
             return present * math.ceil(len(self.base) / present)
         return len(self.base)
 
+    def epoch_size(self, train: bool) -> int:
+        return self.pass_size(train) * (self.passes if train else 1)
+
+    def _pass(self, number: int) -> np.ndarray:
+        if self.oversample:
+            return self.base[balanced_epoch(self.class_of[self.base], self.seed, number)]
+        return self.base[epoch_permutation(len(self.base), self.seed, number)]
+
     def epoch_list(self, epoch: int, train: bool) -> np.ndarray:
         """Global sample indices of one epoch, before splitting across ranks.
 
-        Corrupt samples found so far are left out; in training their places are refilled
-        from the start of the list, so the epoch length (and thus ``len``) does not change.
+        A training epoch is ``passes`` reshuffled passes over the set (one, unless the set
+        is smaller than one global batch, as few-shot sets are). Corrupt samples found so
+        far are left out; in training their places are refilled from the start of the
+        list, so the epoch length (and thus ``len``) does not change.
         """
-        if train and self.oversample:
-            order = self.base[balanced_epoch(self.class_of[self.base], self.seed, epoch)]
-        elif train:
-            order = self.base[epoch_permutation(len(self.base), self.seed, epoch)]
+        if train:
+            order = np.concatenate([self._pass(epoch * self.passes + p) for p in range(self.passes)])
         else:
             order = self.base
         if self.excluded:
@@ -205,6 +216,8 @@ def build_prepared_loader(
     count is the loader's ``num_classes`` attribute and the trainer checks the two agree.
     """
     plan = load_plan(cfg, seed)
+    if train:  # a set smaller than one global batch is repeated within the epoch
+        plan.passes = max(1, math.ceil(batch_size * world_size / plan.pass_size(train)))
     view = RankView(plan, batch_size, rank, world_size, train)
     device = torch.device(device)
     if cfg.backend == "dali":
