@@ -172,6 +172,8 @@ class DaliBatches(PreparedBatches):
             paths = [plan.shards[s] for s in order]
             listed = np.concatenate([self._by_shard[s] for s in order])
             return [str(p) for p in paths], [str(p.with_suffix(".idx")) for p in paths], listed
+        for stale in Path(self._tmp.name).glob("*.idx"):  # earlier epochs' (read at build time)
+            stale.unlink()
         wanted = plan.epoch_list(epoch, train)
         groups: dict[int, list[int]] = {}
         for i in wanted:
