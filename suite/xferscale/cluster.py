@@ -5,7 +5,33 @@ The sbatch generator (``xferscale slurm``) and the ReFrame site configs
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+
+
+class SiteError(ValueError):
+    """A launch request the site cannot run (unknown partition, too many nodes, bad time)."""
+
+
+_TIME = re.compile(r"^(?:(?P<days>\d+)-)?(?P<a>\d+)(?::(?P<b>\d+))?(?::(?P<c>\d+))?$")
+
+
+def slurm_seconds(time: str) -> int:
+    """Seconds in a SLURM time limit: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS."""
+    match = _TIME.match(time.strip())
+    if not match:
+        raise SiteError(f"time limit {time!r} is not a SLURM time (HH:MM:SS, MM or D-HH:MM:SS)")
+    days, a, b, c = (int(v) if v else None for v in match.group("days", "a", "b", "c"))
+    if days is None:  # MM, MM:SS or HH:MM:SS
+        hours, minutes, seconds = (a, b, c) if c is not None else (0, a, b or 0)
+    else:  # D-HH, D-HH:MM or D-HH:MM:SS
+        hours, minutes, seconds = a, b or 0, c or 0
+    if minutes >= 60 or seconds >= 60:
+        raise SiteError(f"time limit {time!r}: minutes and seconds must be below 60")
+    total = (((days or 0) * 24 + hours) * 60 + minutes) * 60 + seconds
+    if total <= 0:
+        raise SiteError(f"time limit {time!r} must be longer than zero")
+    return total
 
 
 @dataclass(frozen=True)
@@ -13,6 +39,19 @@ class Partition:
     name: str
     max_nodes: int
     max_time: str  # SLURM time limit, HH:MM:SS
+
+    def check(self, nodes: int, time: str) -> None:
+        """Raise SiteError unless a job of `nodes` nodes and `time` fits this partition."""
+        if nodes < 1:
+            raise SiteError(f"--nodes must be at least 1, got {nodes}")
+        if nodes > self.max_nodes:
+            raise SiteError(
+                f"--nodes {nodes} exceeds the {self.max_nodes}-node limit of partition {self.name!r}"
+            )
+        if slurm_seconds(time) > slurm_seconds(self.max_time):
+            raise SiteError(
+                f"--time {time} exceeds the {self.max_time} limit of partition {self.name!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -30,7 +69,42 @@ class Site:
     container_platform: str = "Apptainer"
     container_options: tuple[str, ...] = ("--nv",)
 
+    def partition(self, name: str) -> Partition:
+        try:
+            return self.partitions[name]
+        except KeyError:
+            known = ", ".join(sorted(self.partitions))
+            raise SiteError(f"unknown partition {name!r} on {self.name}; choose one of: {known}") from None
 
+    def job_options(self) -> list[str]:
+        """Per-node resources of a job (sbatch options; ReFrame `access`/job options)."""
+        return [
+            f"--ntasks-per-node={self.tasks_per_node}",
+            f"--gres=gpu:{self.gpus_per_node}",
+            f"--cpus-per-task={self.cpus_per_task}",
+        ]
+
+    def launcher_options(self) -> list[str]:
+        """Options of the parallel launcher (srun) for every job step."""
+        return [f"--cpu-bind={self.cpu_bind}"]
+
+    def master_addr_shell(self) -> str:
+        """Shell expression for the rendezvous host: the job's first node, InfiniBand name.
+
+        `sed -n 1p` reads the whole host list: `head -n 1` would close the pipe early and,
+        under `set -o pipefail`, fail the script with scontrol's SIGPIPE on large jobs.
+        """
+        return f'"$(scontrol show hostnames "$SLURM_JOB_NODELIST" | sed -n 1p){self.master_addr_suffix}"'
+
+    def launch_env(self) -> dict[str, str]:
+        """Environment for every rank (MASTER_ADDR comes from master_addr_shell at run time)."""
+        return {**self.env, "MASTER_PORT": str(self.master_port)}
+
+
+# Partition limits (booster: up to 384 nodes, 24 h; develbooster: up to 4 nodes, 2 h) follow
+# JSC's JUWELS quick-introduction table as remembered; the page could not be re-read from
+# the development machine. `scontrol show partition booster` (MaxNodes, MaxTime) on a login
+# node is the authority: these only turn a job SLURM would reject into an early, named error.
 JUWELS_BOOSTER = Site(
     name="juwels_booster",
     partitions={

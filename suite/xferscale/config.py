@@ -59,6 +59,7 @@ class OptimConfig:
     agc_clip: float = 0.01  # 0 disables adaptive gradient clipping
     agc_eps: float = 1e-3
     foreach: bool = True  # batched (foreach) AGC and SGD kernels
+    fused: bool = False  # fused SGD kernel (one kernel for all parameters)
 
 
 @dataclass

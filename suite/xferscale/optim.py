@@ -63,11 +63,14 @@ def adaptive_clip_grad_(
 
 
 def build_sgd(
-    model: nn.Module, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, foreach: bool = True
+    model: nn.Module, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
+    foreach: bool = True, fused: bool = False,
 ) -> torch.optim.SGD:
+    """SGD with batched kernels: ``fused`` (one kernel) or ``foreach`` (a few per step)."""
     return torch.optim.SGD(
         [p for p in model.parameters() if p.requires_grad],
-        lr=lr, momentum=momentum, weight_decay=weight_decay, foreach=foreach,
+        lr=lr, momentum=momentum, weight_decay=weight_decay,
+        foreach=foreach and not fused, fused=fused or None,
     )
 
 

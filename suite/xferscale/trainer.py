@@ -149,7 +149,8 @@ class Trainer:
         total = math.ceil(cfg.schedule.epochs * self.steps_per_epoch)
         self.total_steps = min(total, tc.max_steps) if tc.max_steps else total
         self.schedule = build_schedule(cfg, self.steps_per_epoch, total)
-        optimizer = build_sgd(model, self.schedule(0), cfg.optim.momentum, cfg.optim.weight_decay, cfg.optim.foreach)
+        optimizer = build_sgd(model, self.schedule(0), cfg.optim.momentum, cfg.optim.weight_decay,
+                              cfg.optim.foreach, cfg.optim.fused)
         agc_params = agc_parameters(model)
         wrapped, optimizer = wrap_for_training(
             model, optimizer, self.env, cfg.distributed.bucket_cap_mb, cfg.distributed.static_graph

@@ -1,0 +1,156 @@
+"""``xferscale transfer``: fine-tune a checkpoint on a target, full- and few-shot, over seeds.
+
+With no arguments: the embedded CPU demo. It fine-tunes the checkpoint the default
+``xferscale pretrain`` wrote (runs/default/checkpoint.pt) on scikit-learn's digits,
+1/5/10-shot and full, 3 seeds, and prints the table. To fit in about two minutes on two
+cores it trains at 16 px instead of the rule's 128 (``--crop``) and shortens the rule's
+schedule by ``--schedule-scale 0.2`` (500 -> 100 steps); both are printed and recorded
+with every result, and neither is ever applied to another target unasked. It also runs
+torch on one CPU thread (``--cpu-threads``): the model is so small that a second OpenMP
+thread per op costs more than it gives, many times over on a shared machine.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+from xferscale.results import ResultError, ResultStore, parse_seeds, parse_shots, shots_sort_key
+
+DEFAULT_CHECKPOINT = "runs/default/checkpoint.pt"
+PAPER_SHOTS = "1,5,10,100,500,full"
+PAPER_SEEDS = "0-4"
+# The embedded demo's settings (target digits): what makes it a two-minute CPU run.
+DEMO = {"shots": "1,5,10,full", "seeds": "0-2", "schedule_scale": 0.2, "crop": 16, "cpu_threads": 1}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT,
+                        help="pre-training checkpoint (default: %(default)s, written by `xferscale pretrain`)")
+    parser.add_argument("--target", default="digits",
+                        help="target name: 'digits' (built in), or a prepared dataset's name (cifar10, covidx, ...)")
+    parser.add_argument("--data", help="prepared dataset folder of the target (default: data/prepared/TARGET)")
+    parser.add_argument("--source", help="source name in the records (default: the checkpoint's run name "
+                                         "without its model prefix, e.g. r50x1_in21k -> in21k)")
+    parser.add_argument("--shots", help=f"examples per class and/or 'full' (default: {PAPER_SHOTS}; "
+                                        f"digits demo: {DEMO['shots']})")
+    parser.add_argument("--seeds", help=f"seeds, e.g. 0-4 or 0,3 (default: {PAPER_SEEDS}; digits demo: {DEMO['seeds']})")
+    parser.add_argument("--results", type=Path, default=Path("results/transfer"),
+                        help="results folder: one JSON record per finished run (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=128, help="default: the paper's %(default)s")
+    parser.add_argument("--base-lr", type=float, default=0.001, help="default: the paper's %(default)s")
+    parser.add_argument("--schedule-scale", type=float,
+                        help="multiply the rule's step boundaries (CPU demonstrations; default 1, digits demo 0.2)")
+    parser.add_argument("--crop", type=int,
+                        help="train/test crop size instead of the rule's (precrop keeps the 160:128 ratio; "
+                             "default: the rule's, digits demo 16)")
+    parser.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"),
+                        help="original image size of a prepared target the suite does not know")
+    parser.add_argument("--cpu-threads", type=int,
+                        help="torch intra-op threads on a CPU (default: torch's; digits demo 1)")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "amp_fp16", "amp_bf16"])
+    parser.add_argument("--no-mixup", action="store_true", help="turn MixUp off even where the rule uses it")
+    parser.add_argument("--backend", default="torch", choices=["torch", "dali"], help="prepared-data loader")
+    parser.add_argument("--workers", type=int, default=4, help="prepared-data loader workers")
+    parser.add_argument("--checkpoint-every", type=int, default=100, help="steps between resume states")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace records made under another configuration instead of stopping")
+    parser.add_argument("--no-report", action="store_true", help="do not write/print the report at the end")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _rank_and_device() -> tuple[int, int, torch.device]:
+    from xferscale.distributed import launch_env
+
+    info = launch_env()
+    if torch.cuda.is_available():
+        device = torch.device("cuda", info["local_rank"] % torch.cuda.device_count())
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    return info["rank"], info["world_size"], device
+
+
+def _build_target(args: argparse.Namespace):
+    from xferscale.transfer.targets import PreparedTarget, digits_target
+
+    if args.target == "digits" and not args.data:
+        return digits_target()
+    path = args.data or f"data/prepared/{args.target}"
+    return PreparedTarget(args.target, path, backend=args.backend, workers=args.workers,
+                          image_size=tuple(args.image_size) if args.image_size else None)
+
+
+def run(args: argparse.Namespace) -> int:
+    from xferscale.report.results_report import write_results_report
+    from xferscale.transfer.finetune import FineTuneError, FineTuneSettings
+    from xferscale.transfer.grid import run_grid
+    from xferscale.transfer.pretrained import CheckpointError, load_pretrained
+    from xferscale.transfer.targets import TargetError
+
+    demo = args.target == "digits" and not args.data
+    defaults = DEMO if demo else {"shots": PAPER_SHOTS, "seeds": PAPER_SEEDS, "schedule_scale": 1.0, "crop": None,
+                                  "cpu_threads": None}
+    shots_text = args.shots or defaults["shots"]
+    seeds_text = args.seeds or defaults["seeds"]
+    scale = args.schedule_scale if args.schedule_scale is not None else defaults["schedule_scale"]
+    crop = args.crop if args.crop is not None else defaults["crop"]
+
+    if not Path(args.checkpoint).is_file():
+        hint = ("make it with `xferscale pretrain` (its default run writes it there)"
+                if args.checkpoint == DEFAULT_CHECKPOINT else "check the path, or pre-train with `xferscale pretrain`")
+        print(f"xferscale transfer: no checkpoint at {args.checkpoint}; {hint}", file=sys.stderr)
+        return 2
+    try:
+        shots, seeds = parse_shots(shots_text), parse_seeds(seeds_text)
+        pretrained = load_pretrained(args.checkpoint, args.source)
+        target = _build_target(args)
+        settings = FineTuneSettings(batch_size=args.batch_size, base_lr=args.base_lr, schedule_scale=scale,
+                                    crop=crop, mixup=not args.no_mixup, precision=args.precision,
+                                    checkpoint_every=args.checkpoint_every, progress=not args.no_progress)
+        rank, world, device = _rank_and_device()
+        threads = args.cpu_threads if args.cpu_threads is not None else defaults["cpu_threads"]
+        if device.type == "cpu" and threads:
+            torch.set_num_threads(threads)
+        if rank == 0:
+            full_rule = settings.rule_for(target.train_size("full", 0), target.spec.image_size)
+            paper_rule = FineTuneSettings().rule_for(full_rule.train_size, target.spec.image_size)
+            print(f"transfer {pretrained.model_name} / {pretrained.source} ({args.checkpoint}) -> {target.spec.name} "
+                  f"[{target.spec.metric}], shots {shots_text}, seeds {seeds_text}, results in {args.results}/")
+            if scale != 1.0 or crop is not None:
+                print(f"NOTE: not the paper's scale: schedule x{scale} (--schedule-scale), crop "
+                      f"{full_rule.crop} px (--crop); full-shot runs train {full_rule.steps} steps where the "
+                      f"BiT-HyperRule gives {paper_rule.steps} steps at {paper_rule.crop} px. Recorded with each result.")
+        summary = run_grid(pretrained, target, shots, seeds, settings, ResultStore(args.results), device,
+                           rank=rank, world_size=world, overwrite=args.overwrite,
+                           extra_config={"launcher_world_size": world, "pid": os.getpid()})
+    except (ResultError, CheckpointError, TargetError, FineTuneError, ValueError) as err:
+        print(f"xferscale transfer: {err}", file=sys.stderr)
+        return 2
+    if rank == 0:
+        print(f"{len(summary.ran)} run(s) done, {len(summary.skipped)} already finished"
+              + (f", {summary.elsewhere} on other ranks" if summary.elsewhere else ""))
+        if not args.no_report:
+            records = [r for r in ResultStore(args.results).records()
+                       if (r.source, r.model, r.target) == (pretrained.source, pretrained.model_name, target.spec.name)]
+            report = write_results_report(records, args.results / "report", seeds, with_paper_fits=False)
+            print(_grid_table(records, seeds))
+            print(f"report: {len(report.files)} files in {report.out_dir}/ (full-shot tables beside the paper, "
+                  f"figures, cells.csv); for all records: `xferscale report results {args.results}`")
+    return 0
+
+
+def _grid_table(records, seeds) -> str:
+    """The grid of this run as a Markdown table: one row per shots value, mean ± std [seeds]."""
+    from xferscale.report.aggregate import aggregate
+
+    cells = aggregate(records)
+    lines = ["| source / model -> target | shots | metric | mean ± std | seeds |", "|---|---|---|---|---|"]
+    for (source, model, target, shots), c in sorted(cells.items(), key=lambda kv: (kv[0][:3], shots_sort_key(kv[0][3]))):
+        value = "undefined" if c.mean is None else f"{c.mean:.2f}" + (f" ± {c.std:.2f}" if c.std is not None else "")
+        lines.append(f"| {source} / {model} -> {target} | {shots} | {c.metric} | {value} | {len(c.seeds)}/{len(seeds)} |")
+    return "\n".join(lines)
+

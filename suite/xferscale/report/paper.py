@@ -1,0 +1,118 @@
+"""The paper's reference values (``xferscale/reference/paper.yaml``) as look-ups.
+
+Source names are the paper's keys: ``in1k``, ``in21k`` for the natural sources and
+``chexpert``, ``chexpert_mimic``, ``chexpert_mimic_nih``, ``chexpert_mimic_nih_padchest``
+for the growing medical ones (the poster's ``s_med`` and ``l_med`` are aliases of the
+first and the last).
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import yaml
+
+# Which paper table a (model, source) row belongs to, in the paper's row order.
+TABLE_KEYS = {"table1": "paper_table1", "table2": "paper_table2"}
+TABLE_TITLES = {
+    "table1": "Table 1: full-shot transfer from natural sources",
+    "table2": "Table 2: full-shot transfer from growing medical sources",
+}
+SOURCE_ALIASES = {"s_med": "chexpert", "l_med": "chexpert_mimic_nih_padchest"}
+# Tokens of a medical source name -> keys of pretraining.sources.medical.datasets.
+MEDICAL_TOKENS = {"chexpert": "chexpert", "mimic": "mimic_cxr", "nih": "nih", "padchest": "padchest"}
+
+
+@functools.lru_cache(maxsize=1)
+def load_paper() -> dict[str, Any]:
+    text = resources.files("xferscale").joinpath("reference/paper.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def canonical_source(source: str) -> str:
+    return SOURCE_ALIASES.get(source, source)
+
+
+@dataclass(frozen=True)
+class PaperValue:
+    mean: float
+    std: float
+    where: str  # "paper_table1", "paper_table2" or "poster_table1"
+
+
+def paper_value(model: str, source: str, target: str) -> PaperValue | None:
+    """The paper's full-shot value for a model, source and target; the poster's if only it has one."""
+    paper = load_paper()
+    source = canonical_source(source)
+    for key in (*TABLE_KEYS.values(), "poster_table1"):
+        rows = paper.get(key, {}).get(model, {})
+        for name, cells in rows.items():
+            if canonical_source(name) == source and target in cells:
+                mean, std = cells[target]
+                return PaperValue(float(mean), float(std), key)
+    return None
+
+
+def table_rows(table: str) -> list[tuple[str, str]]:
+    """The (model, source) rows of a paper table, in its order."""
+    data = load_paper()[TABLE_KEYS[table]]
+    return [(model, source) for model, sources in data.items() for source in sources]
+
+
+def table_targets(table: str) -> list[str]:
+    """The target columns of a paper table, in its order."""
+    seen: dict[str, None] = {}
+    for _, sources in load_paper()[TABLE_KEYS[table]].items():
+        for cells in sources.values():
+            seen.update(dict.fromkeys(cells))
+    return list(seen)
+
+
+def table_of(model: str, source: str) -> str | None:
+    """Which paper table holds a (model, source) row, if any."""
+    for table in TABLE_KEYS:
+        if (model, canonical_source(source)) in table_rows(table):
+            return table
+    return None
+
+
+def target_metric(target: str, default: str = "acc") -> str:
+    return load_paper()["targets"].get(target, {}).get("metric", default)
+
+
+def target_domain(target: str) -> str | None:
+    return load_paper()["targets"].get(target, {}).get("domain")
+
+
+def uses_oversampling(target: str) -> bool:
+    """Flowers-102 and COVIDx were fine-tuned with class-balanced oversampling."""
+    return bool(load_paper()["targets"].get(target, {}).get("oversampling", False))
+
+
+def source_images(source: str) -> float | None:
+    """Number of pre-training images of a paper source (medical sources add their datasets)."""
+    pre = load_paper()["pretraining"]["sources"]
+    source = canonical_source(source)
+    if source in pre and "images" in pre[source]:
+        return float(pre[source]["images"])
+    datasets = pre["medical"]["datasets"]
+    tokens = source.split("_")
+    if tokens and all(t in MEDICAL_TOKENS for t in tokens):
+        return sum(float(datasets[MEDICAL_TOKENS[t]]) for t in tokens)  # YAML 1.1 reads 224e3 as a string
+    return None
+
+
+def source_domain(source: str) -> str | None:
+    source = canonical_source(source)
+    if source in ("in1k", "in21k"):
+        return "natural"
+    if source_images(source) is not None:
+        return "medical"
+    return None
+
+
+def model_params_m(model: str) -> float | None:
+    models = load_paper()["pretraining"]["models"]
+    return float(models[model]["params_m"]) if model in models else None

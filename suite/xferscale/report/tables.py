@@ -1,0 +1,192 @@
+"""Full-shot tables in the layout of the paper's Tables 1 and 2, ours beside the paper's.
+
+Rows are (model, source) as in the paper, columns are targets; each cell holds our mean ±
+std, the number of seeds it rests on, the paper's value and our difference to it. A run
+that is missing leaves a gap ("—"), never a zero. Rows of ours that the paper has no table
+for (another source or model) go to a third table with the same layout and no paper column.
+"""
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+from xferscale.report.aggregate import Cell
+from xferscale.report.paper import (
+    TABLE_TITLES,
+    PaperValue,
+    canonical_source,
+    paper_value,
+    table_of,
+    table_rows,
+    table_targets,
+)
+
+GAP = "—"
+OTHER = "other"
+
+
+@dataclass
+class TableCell:
+    ours: Cell | None
+    paper: PaperValue | None
+
+    @property
+    def diff(self) -> float | None:
+        if self.ours is None or self.ours.mean is None or self.paper is None:
+            return None
+        return self.ours.mean - self.paper.mean
+
+
+@dataclass
+class Table:
+    name: str  # "table1", "table2" or "other"
+    title: str
+    targets: list[str]
+    rows: list[tuple[str, str]]  # (model, source)
+    cells: dict[tuple[str, str, str], TableCell] = field(default_factory=dict)  # (model, source, target)
+
+    def cell(self, model: str, source: str, target: str) -> TableCell:
+        return self.cells.get((model, source, target), TableCell(None, None))
+
+
+def build_tables(full: dict[tuple[str, str, str], Cell]) -> list[Table]:
+    """Tables 1 and 2 (with every paper row, ours or not) and, if needed, the table of other rows."""
+    ours_by_row: dict[tuple[str, str], dict[str, Cell]] = {}
+    for (source, model, target), cell in full.items():
+        ours_by_row.setdefault((model, canonical_source(source)), {})[target] = cell
+
+    tables = []
+    for name, title in TABLE_TITLES.items():
+        rows = table_rows(name)
+        targets = table_targets(name)
+        extra = [t for row in rows for t in ours_by_row.get(row, {}) if t not in targets]
+        tables.append(Table(name, title, targets + sorted(set(extra)), rows))
+    other_rows = sorted(row for row in ours_by_row if table_of(*row) is None)
+    if other_rows:
+        targets = sorted({t for row in other_rows for t in ours_by_row[row]})
+        tables.append(Table(OTHER, "Other sources and models (no paper value)", targets, other_rows))
+
+    for table in tables:
+        for model, source in table.rows:
+            for target in table.targets:
+                ours = ours_by_row.get((model, source), {}).get(target)
+                paper = paper_value(model, source, target) if table.name != OTHER else None
+                if ours is not None or paper is not None:
+                    table.cells[(model, source, target)] = TableCell(ours, paper)
+    return tables
+
+
+def _num(value: float | None, signed: bool = False) -> str:
+    if value is None:
+        return GAP
+    return f"{value:+.2f}" if signed else f"{value:.2f}"
+
+
+def _ours_text(cell: Cell | None, expected_seeds: int) -> str:
+    if cell is None:
+        return f"{GAP} [0/{expected_seeds}]"
+    count = f"[{len(cell.seeds)}/{expected_seeds}]"
+    undefined = f", {len(cell.undefined_seeds)} undefined" if cell.undefined_seeds else ""
+    if cell.mean is None:
+        return f"undefined {count}"
+    std = f" ± {cell.std:.2f}" if cell.std is not None else ""
+    return f"{cell.mean:.2f}{std} {count}{undefined}"
+
+
+def render_markdown(table: Table, expected_seeds: int) -> str:
+    """One Markdown table; a cell reads ``ours ± std [seeds] · paper · Δ``."""
+    out = [f"### {table.title}", "", f"Ours: mean ± std over seeds [seeds with a record / expected]."]
+    if table.name != OTHER:
+        out[-1] += " Then the paper's mean ± std and our difference (Δ = ours − paper)."
+    out += ["", "| model | source | " + " | ".join(table.targets) + " |",
+            "|---|---|" + "---|" * len(table.targets)]
+    for model, source in table.rows:
+        texts = []
+        for target in table.targets:
+            tc = table.cell(model, source, target)
+            text = _ours_text(tc.ours, expected_seeds) if tc.ours or tc.paper else GAP
+            if tc.paper is not None:
+                text += f" · paper {tc.paper.mean:.2f} ± {tc.paper.std:.2f} · Δ {_num(tc.diff, signed=True)}"
+            texts.append(text)
+        out.append(f"| {model} | {source} | " + " | ".join(texts) + " |")
+    return "\n".join(out) + "\n"
+
+
+CSV_FIELDS = ("mean", "std", "seeds", "undefined", "paper", "paper_std", "diff")
+
+
+def render_csv(table: Table) -> str:
+    """The same layout, one column per target and quantity (``cifar10_mean``, ``cifar10_paper`` ...)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["model", "source"] + [f"{t}_{f}" for t in table.targets for f in CSV_FIELDS])
+    for model, source in table.rows:
+        row: list[object] = [model, source]
+        for target in table.targets:
+            tc = table.cell(model, source, target)
+            o, p = tc.ours, tc.paper
+            row += [
+                "" if o is None or o.mean is None else f"{o.mean:.4f}",
+                "" if o is None or o.std is None else f"{o.std:.4f}",
+                0 if o is None else len(o.seeds),
+                0 if o is None else len(o.undefined_seeds),
+                "" if p is None else p.mean,
+                "" if p is None else p.std,
+                "" if tc.diff is None else f"{tc.diff:.4f}",
+            ]
+        writer.writerow(row)
+    return buf.getvalue()
+
+
+def _latex_escape(text: str) -> str:
+    return text.replace("_", r"\_").replace("%", r"\%").replace("&", r"\&")
+
+
+def render_latex(table: Table) -> str:
+    """A booktabs tabular: ``ours ± std`` over ``(paper, Δ)`` in each cell."""
+    cols = "ll" + "c" * len(table.targets)
+    lines = [r"\begin{tabular}{" + cols + "}", r"\toprule",
+             "Model & Source & " + " & ".join(_latex_escape(t) for t in table.targets) + r" \\", r"\midrule"]
+    for model, source in table.rows:
+        cells = []
+        for target in table.targets:
+            tc = table.cell(model, source, target)
+            o = tc.ours
+            text = GAP if o is None or o.mean is None else f"{o.mean:.2f}"
+            if o is not None and o.std is not None:
+                text += rf"$\pm${o.std:.2f}"
+            if tc.paper is not None:
+                text += rf" ({tc.paper.mean:.2f}, {_num(tc.diff, signed=True)})"
+            cells.append(text.replace(GAP, "--"))
+        lines.append(f"{_latex_escape(model)} & {_latex_escape(source)} & " + " & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
+LONG_FIELDS = ["source", "model", "target", "shots", "metric", "mean", "std", "seeds", "seed_list",
+               "undefined_seeds", "missing_seeds", "paper", "paper_std", "diff"]
+
+
+def render_long_csv(cells: Iterable[Cell], expected: Sequence[int]) -> str:
+    """Every cell of every shot count, one row each (for further analysis)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=LONG_FIELDS)
+    writer.writeheader()
+    for c in cells:
+        paper = paper_value(c.model, c.source, c.target) if c.shots == "full" else None
+        diff = c.mean - paper.mean if paper is not None and c.mean is not None else None
+        writer.writerow({
+            "source": c.source, "model": c.model, "target": c.target, "shots": c.shots, "metric": c.metric,
+            "mean": "" if c.mean is None else f"{c.mean:.4f}",
+            "std": "" if c.std is None else f"{c.std:.4f}",
+            "seeds": len(c.seeds),
+            "seed_list": " ".join(map(str, c.seeds)),
+            "undefined_seeds": " ".join(map(str, c.undefined_seeds)),
+            "missing_seeds": " ".join(map(str, c.missing_seeds(expected))),
+            "paper": "" if paper is None else paper.mean,
+            "paper_std": "" if paper is None else paper.std,
+            "diff": "" if diff is None else f"{diff:.4f}",
+        })
+    return buf.getvalue()

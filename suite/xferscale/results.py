@@ -1,0 +1,222 @@
+"""Result records of fine-tuning runs: one JSON file per finished run.
+
+A record is written once, atomically (temporary file, then ``os.replace``), when a run has
+finished and been evaluated; its presence is what marks the run done. A re-started grid
+therefore skips every run that has a record with the same configuration hash, and a record
+whose hash differs (the same run under other settings) is an error unless the caller asks
+to overwrite it, so a results folder never mixes two configurations silently.
+
+Layout: ``<root>/<source>/<model>/<target>/shots-<k>/seed-<s>.json``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+SCHEMA_VERSION = 1
+FULL = "full"  # the shots value of a full-shot run
+
+Shots = int | str  # a number of examples per class, or "full"
+
+
+class ResultError(ValueError):
+    """A record or results folder that cannot be used; the message names the file."""
+
+
+def parse_shots(text: str) -> list[Shots]:
+    """``"1,5,10,full"`` -> ``[1, 5, 10, "full"]``."""
+    out: list[Shots] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        if part.lower() == FULL:
+            out.append(FULL)
+            continue
+        try:
+            value = int(part)
+        except ValueError:
+            raise ResultError(f"shots: {part!r} is neither a positive integer nor 'full'") from None
+        if value <= 0:
+            raise ResultError(f"shots: {value} must be a positive number of examples per class")
+        out.append(value)
+    if not out:
+        raise ResultError(f"shots: no value in {text!r}")
+    return list(dict.fromkeys(out))
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0-4"`` -> ``[0, 1, 2, 3, 4]``; ``"0,3,7"`` and mixtures such as ``"0-2,9"`` work too."""
+    seeds: list[int] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        lo, sep, hi = part.partition("-")
+        try:
+            first, last = (int(lo), int(hi)) if sep else (int(part), int(part))
+        except ValueError:
+            raise ResultError(f"seeds: {part!r} is not a seed or a range like 0-4") from None
+        if last < first:
+            raise ResultError(f"seeds: range {part!r} runs backwards")
+        seeds.extend(range(first, last + 1))
+    if not seeds or min(seeds) < 0:
+        raise ResultError(f"seeds: expected non-negative seeds, got {text!r}")
+    return list(dict.fromkeys(seeds))
+
+
+def shots_sort_key(shots: Shots) -> float:
+    return float("inf") if shots == FULL else float(shots)
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """A short, stable hash of a JSON-able configuration (key order does not matter)."""
+    blob = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class RunKey:
+    """What identifies one run of a grid."""
+
+    source: str
+    model: str
+    target: str
+    shots: Shots
+    seed: int
+
+    @property
+    def relpath(self) -> Path:
+        return Path(self.source, self.model, self.target, f"shots-{self.shots}", f"seed-{self.seed}.json")
+
+    def __str__(self) -> str:
+        return f"{self.source}/{self.model} -> {self.target} shots={self.shots} seed={self.seed}"
+
+
+@dataclass
+class ResultRecord:
+    """One finished run. ``value`` is ``None`` when the metric is undefined on the test set."""
+
+    source: str
+    model: str
+    target: str
+    shots: Shots
+    seed: int
+    metric: str
+    value: float | None
+    steps: int
+    time_s: float
+    config_hash: str
+    config: dict[str, Any] = field(default_factory=dict)
+    detail: dict[str, Any] = field(default_factory=dict)  # per-label AUCs, undefined labels, ...
+    schema: int = SCHEMA_VERSION
+
+    @property
+    def key(self) -> RunKey:
+        return RunKey(self.source, self.model, self.target, self.shots, self.seed)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "record") -> "ResultRecord":
+        required = ["source", "model", "target", "shots", "seed", "metric", "value", "steps", "time_s", "config_hash"]
+        missing = [k for k in required if k not in data]
+        if missing:
+            raise ResultError(f"{where}: missing field(s) {', '.join(missing)}")
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ResultError(f"{where}: unknown field(s) {', '.join(unknown)}")
+        shots = data["shots"]
+        if not (shots == FULL or (isinstance(shots, int) and shots > 0)):
+            raise ResultError(f"{where}: shots must be a positive integer or 'full', got {shots!r}")
+        if data["value"] is not None and not isinstance(data["value"], (int, float)):
+            raise ResultError(f"{where}: value must be a number or null, got {data['value']!r}")
+        return cls(**data)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write a file so a crash leaves either the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
+
+
+class ResultStore:
+    """The records under one results folder."""
+
+    def __init__(self, root: str | os.PathLike[str]):
+        self.root = Path(root)
+
+    def path(self, key: RunKey) -> Path:
+        return self.root / key.relpath
+
+    def work_dir(self, key: RunKey) -> Path:
+        """Where an unfinished run keeps its resume state (removed once the record exists)."""
+        return self.root / ".work" / key.relpath.with_suffix("")
+
+    def load(self, key: RunKey) -> ResultRecord | None:
+        path = self.path(key)
+        if not path.exists():
+            return None
+        return read_record(path)
+
+    def is_finished(self, key: RunKey, cfg_hash: str, overwrite: bool = False) -> bool:
+        """True if the run has a record of this configuration; raise if it has another's."""
+        record = self.load(key)
+        if record is None:
+            return False
+        if record.config_hash == cfg_hash:
+            return True
+        if overwrite:
+            return False
+        raise ResultError(
+            f"{self.path(key)}: a record of {key} exists with configuration {record.config_hash}, "
+            f"this run's is {cfg_hash}; use another results folder, or --overwrite to replace it"
+        )
+
+    def save(self, record: ResultRecord) -> Path:
+        path = self.path(record.key)
+        write_json_atomic(path, asdict(record))
+        return path
+
+    def records(self) -> Iterator[ResultRecord]:
+        yield from iter_records(self.root)
+
+
+def read_record(path: Path) -> ResultRecord:
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ResultError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(data, dict):
+        raise ResultError(f"{path}: expected a JSON object")
+    return ResultRecord.from_dict(data, where=str(path))
+
+
+def iter_records(root: str | os.PathLike[str]) -> Iterator[ResultRecord]:
+    """Every record under ``root`` (resume state under ``.work`` is not a record)."""
+    base = Path(root)
+    if not base.is_dir():
+        raise ResultError(f"results folder {base} does not exist")
+    for path in sorted(base.rglob("seed-*.json")):
+        if ".work" in path.relative_to(base).parts:
+            continue
+        yield read_record(path)
+
+
+def load_records(roots: Iterable[str | os.PathLike[str]]) -> list[ResultRecord]:
+    return [r for root in roots for r in iter_records(root)]

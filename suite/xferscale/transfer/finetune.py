@@ -1,0 +1,154 @@
+"""One fine-tuning run with the BiT-HyperRule, resumable from its own checkpoint.
+
+The network is the pre-trained one with a new zero-initialised head; every layer is
+trained with SGD (momentum 0.9, no weight decay) and AGC on all parameters but the head,
+by the pre-training engine's own :class:`~xferscale.trainer.TrainStep`. The learning rate
+follows the rule's ``step -> lr`` schedule; MixUp is applied where the rule asks for it.
+
+Resume: every ``checkpoint_every`` steps the run's state (weights, optimizer, step and
+position in the epoch) is written atomically to ``<work_dir>/state.pt``. Data order,
+augmentation and MixUp draws are functions of (seed, epoch, batch / step), so a resumed
+run continues with exactly the batches an uninterrupted one would have seen.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from xferscale.checkpoint import load_checkpoint, save_checkpoint
+from xferscale.hyperrule import PAPER_BASE_LR, PAPER_BATCH, HyperRule, hyperrule
+from xferscale.losses import LOSSES
+from xferscale.metrics import MetricResult
+from xferscale.optim import agc_parameters, build_sgd, set_lr
+from xferscale.precision import configure_matmul
+from xferscale.results import Shots
+from xferscale.trainer import TrainStep
+from xferscale.transfer.evaluate import evaluate_model
+from xferscale.transfer.mixup import mixup_batch
+from xferscale.transfer.pretrained import Pretrained
+from xferscale.transfer.targets import Target
+
+STATE_NAME = "state.pt"
+
+
+class FineTuneError(RuntimeError):
+    """A run that cannot go on (non-finite loss, a state of another run); names the run."""
+
+
+@dataclass(frozen=True)
+class FineTuneSettings:
+    """Everything of a run that is not data or weights. Only ``RESULT_FIELDS`` change results."""
+
+    batch_size: int = PAPER_BATCH
+    base_lr: float = PAPER_BASE_LR
+    schedule_scale: float = 1.0  # < 1 only for CPU demonstrations; recorded with every result
+    crop: int | None = None  # None: the rule's resolution
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    agc_clip: float = 0.01
+    agc_eps: float = 1e-3
+    mixup: bool = True  # as the rule says; False turns it off everywhere
+    precision: str = "fp32"
+    eval_batch_size: int = 256
+    checkpoint_every: int = 100
+    progress: bool = True
+
+    RESULT_FIELDS = ("batch_size", "base_lr", "schedule_scale", "crop", "momentum", "weight_decay",
+                     "agc_clip", "agc_eps", "mixup", "precision")
+
+    def result_config(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.RESULT_FIELDS}
+
+    def rule_for(self, train_size: int, image_size: tuple[int, int]) -> HyperRule:
+        return hyperrule(train_size, image_size, batch_size=self.batch_size, base_lr=self.base_lr,
+                         schedule_scale=self.schedule_scale, crop=self.crop)
+
+
+@dataclass
+class RunOutcome:
+    metric: MetricResult
+    steps: int
+    time_s: float  # wall time of this process's part (a resumed run adds its earlier part)
+    rule: HyperRule
+    final_loss: float
+    resumed_from: int
+
+
+def finetune(pretrained: Pretrained, target: Target, shots: Shots, seed: int, settings: FineTuneSettings,
+             device: torch.device, work_dir: Path | None = None, desc: str = "") -> RunOutcome:
+    """Fine-tune on one (shots, seed) and evaluate on the target's test split."""
+    started = time.perf_counter()
+    spec = target.spec
+    rule = settings.rule_for(target.train_size(shots, seed), spec.image_size)
+    configure_matmul(settings.precision)
+    torch.manual_seed(seed)
+    train = target.train_batches(shots, seed, rule, device)
+    if len(train) == 0:
+        raise FineTuneError(f"{desc}: the training set of {train.num_samples} samples gives no batch")
+    model = pretrained.build(spec.num_classes, device)
+    model.train()
+    optimizer = build_sgd(model, 0.0, settings.momentum, settings.weight_decay)
+    loss_name = "softmax_ce" if spec.task == "multiclass" else "sigmoid_bce"
+    step_fn = TrainStep(model, optimizer, LOSSES[loss_name], precision=settings.precision, device=device,
+                        agc_params=agc_parameters(model), agc_clip=settings.agc_clip, agc_eps=settings.agc_eps)
+    alpha = rule.mixup_alpha if settings.mixup else 0.0
+
+    step = epoch = batch_in_epoch = 0
+    elapsed_before = 0.0
+    state_path = work_dir / STATE_NAME if work_dir else None
+    if state_path is not None and state_path.exists():
+        state = load_checkpoint(state_path, map_location=device)
+        if state.get("rule") != rule.to_dict():
+            raise FineTuneError(f"{state_path}: resume state of another configuration; delete it to start over")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if step_fn.scaler and state.get("scaler"):
+            step_fn.scaler.load_state_dict(state["scaler"])
+        step, epoch, batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+        elapsed_before = state.get("time_s", 0.0)
+    resumed_from = step
+
+    def save() -> None:
+        if state_path is None:
+            return
+        save_checkpoint(state_path, {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scaler": step_fn.scaler.state_dict() if step_fn.scaler else None,
+            "step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch, "rule": rule.to_dict(),
+            "time_s": elapsed_before + time.perf_counter() - started,
+        })
+
+    loss = torch.zeros(())
+    with tqdm(total=rule.steps, initial=step, unit="step", desc=desc, disable=not settings.progress,
+              dynamic_ncols=True, mininterval=1.0, leave=False) as bar:
+        while step < rule.steps:
+            for images, targets in train.epoch(epoch, batch_in_epoch):
+                set_lr(optimizer, rule(step))
+                if alpha > 0:
+                    images, targets, _ = mixup_batch(images, targets, alpha, spec.num_classes, seed, step)
+                loss = step_fn(images, targets)
+                step += 1
+                batch_in_epoch += 1
+                bar.update()
+                if step % settings.checkpoint_every == 0 or step == rule.steps:
+                    if not math.isfinite(loss.item()):
+                        raise FineTuneError(f"{desc}: loss is {loss.item()} at step {step}; lower --base-lr")
+                    bar.set_postfix(loss=f"{loss.item():.4f}")
+                    if step < rule.steps:
+                        save()
+                if step >= rule.steps:
+                    break
+            if batch_in_epoch >= len(train):
+                epoch, batch_in_epoch = epoch + 1, 0
+
+    metric = evaluate_model(model, target.test_batches(rule, settings.eval_batch_size, device), spec,
+                            settings.precision)
+    return RunOutcome(metric, step, elapsed_before + time.perf_counter() - started, rule, float(loss.item()),
+                      resumed_from)
+

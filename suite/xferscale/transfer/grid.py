@@ -1,0 +1,116 @@
+"""The (shots x seeds) grid of one checkpoint on one target, spread over ranks.
+
+Each rank (``RANK``/``WORLD_SIZE`` from torchrun, or ``SLURM_PROCID``/``SLURM_NTASKS``
+under srun) runs its share of the runs on its own device, one run at a time: runs are
+independent, so no process group is needed. Shares are dealt longest run first, round
+robin, the same on every rank, so the split is deterministic and balanced. A run whose
+record exists (same configuration hash) is skipped; an unfinished one resumes from its
+state in the results folder's ``.work``; a record is written only when a run has finished.
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import torch
+
+from xferscale.results import FULL, ResultRecord, ResultStore, RunKey, Shots, config_hash
+from xferscale.transfer.finetune import FineTuneSettings, finetune
+from xferscale.transfer.pretrained import Pretrained
+from xferscale.transfer.targets import Target
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    key: RunKey
+    config: dict[str, Any]
+    config_hash: str
+    steps: int  # the rule's step count, the cost estimate used to balance ranks
+
+
+@dataclass
+class GridSummary:
+    ran: list[ResultRecord] = field(default_factory=list)
+    skipped: list[RunKey] = field(default_factory=list)
+    elsewhere: int = 0  # runs of the grid assigned to other ranks
+
+
+def plan_grid(pretrained: Pretrained, target: Target, shots: Sequence[Shots], seeds: Sequence[int],
+              settings: FineTuneSettings) -> list[PlannedRun]:
+    """Every run of the grid with the configuration that identifies its result."""
+    runs = []
+    for s in shots:
+        for seed in seeds:
+            rule = settings.rule_for(target.train_size(s, seed), target.spec.image_size)
+            config = {
+                "pretrained": pretrained.fingerprint,
+                "target": target.fingerprint(),
+                "shots": s,
+                "seed": seed,
+                "settings": settings.result_config(),
+                "rule": rule.to_dict(),
+            }
+            key = RunKey(pretrained.source, pretrained.model_name, target.spec.name, s, seed)
+            runs.append(PlannedRun(key, config, config_hash(config), rule.steps * rule.batch_size))
+    return runs
+
+
+def assign(runs: Sequence[PlannedRun], rank: int, world_size: int) -> list[PlannedRun]:
+    """This rank's runs: longest first, dealt round robin (identical on every rank)."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} outside world size {world_size}")
+    order = sorted(runs, key=lambda r: (-r.steps, r.key.shots == FULL, str(r.key.shots), r.key.seed))
+    return [run for i, run in enumerate(order) if i % world_size == rank]
+
+
+def run_grid(
+    pretrained: Pretrained,
+    target: Target,
+    shots: Sequence[Shots],
+    seeds: Sequence[int],
+    settings: FineTuneSettings,
+    store: ResultStore,
+    device: torch.device,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
+    overwrite: bool = False,
+    extra_config: dict[str, Any] | None = None,
+    log: Callable[[str], None] = print,
+) -> GridSummary:
+    runs = plan_grid(pretrained, target, shots, seeds, settings)
+    mine = assign(runs, rank, world_size)
+    summary = GridSummary(elsewhere=len(runs) - len(mine))
+    todo = []
+    for run in mine:
+        if store.is_finished(run.key, run.config_hash, overwrite=overwrite):
+            summary.skipped.append(run.key)
+        else:
+            todo.append(run)
+    log(f"[rank {rank}/{world_size}] {len(mine)} of {len(runs)} runs here: {len(summary.skipped)} already done, "
+        f"{len(todo)} to run on {device}")
+    for i, run in enumerate(todo, 1):
+        work = store.work_dir(run.key)
+        started = time.strftime("%Y-%m-%dT%H:%M:%S")
+        out = finetune(pretrained, target, run.key.shots, run.key.seed, settings, device, work,
+                       desc=f"[{i}/{len(todo)}] {run.key.target} shots={run.key.shots} seed={run.key.seed}")
+        m = out.metric
+        record = ResultRecord(
+            source=run.key.source, model=run.key.model, target=run.key.target, shots=run.key.shots,
+            seed=run.key.seed, metric=m.name, value=m.value, steps=out.steps, time_s=round(out.time_s, 3),
+            config_hash=run.config_hash,
+            config={**run.config, **(extra_config or {}), "source_images": pretrained.source_images,
+                    "model_params_m": pretrained.params_m,
+                    "checkpoint": str(pretrained.path), "device": str(device), "started": started},
+            detail={**m.to_dict(), "final_train_loss": out.final_loss, "resumed_from_step": out.resumed_from,
+                    "train_size": out.rule.train_size},
+        )
+        store.save(record)
+        shutil.rmtree(work, ignore_errors=True)
+        value = "undefined" if m.value is None else f"{m.value:.2f}"
+        log(f"  {run.key}: {m.name} {value} ({out.steps} steps, {out.time_s:.1f} s"
+            + (f", resumed at step {out.resumed_from}" if out.resumed_from else "") + ")")
+        summary.ran.append(record)
+    return summary

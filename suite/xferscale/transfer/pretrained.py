@@ -1,0 +1,80 @@
+"""A pre-trained checkpoint as the starting point of fine-tuning runs."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from xferscale.checkpoint import load_checkpoint
+from xferscale.models import build_model, reset_head
+from xferscale.report.paper import source_images
+from xferscale.results import config_hash
+
+REQUIRED_KEYS = ("model", "model_name", "num_classes")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot start fine-tuning; the message names the file."""
+
+
+@dataclass
+class Pretrained:
+    path: Path
+    model_name: str
+    num_classes: int
+    state: dict[str, torch.Tensor]
+    config: dict[str, Any]
+    step: int
+    source: str
+
+    @property
+    def fingerprint(self) -> dict[str, Any]:
+        """Identifies the weights without hashing gigabytes: model, pre-training config, step."""
+        return {"model": self.model_name, "num_classes": self.num_classes, "step": self.step,
+                "pretrain_config": config_hash(self.config)}
+
+    @property
+    def params_m(self) -> float:
+        """Parameters of the pre-trained network (its pre-training head included), in millions."""
+        return sum(t.numel() for t in self.state.values() if t.is_floating_point()) / 1e6
+
+    @property
+    def source_images(self) -> float | None:
+        """Pre-training images: the paper's figure for its sources, else the config's synthetic size."""
+        known = source_images(self.source)
+        if known is not None:
+            return known
+        data = self.config.get("data", {})
+        return float(data["synthetic_samples"]) if data.get("source") == "synthetic" else None
+
+    def build(self, num_classes: int, device: torch.device) -> nn.Module:
+        """The pre-trained network with a new zero-initialised head of ``num_classes``."""
+        model = build_model(self.model_name, self.num_classes)
+        model.load_state_dict(self.state)
+        reset_head(model, num_classes)
+        return model.to(device)
+
+
+def source_name(config: dict[str, Any], model_name: str) -> str:
+    """``r50x1_in21k`` -> ``in21k``: the run name without its model prefix."""
+    name = str(config.get("name") or "unknown")
+    prefix = f"{model_name}_"
+    return name[len(prefix):] if name.startswith(prefix) else name
+
+
+def load_pretrained(path: str | Path, source: str | None = None) -> Pretrained:
+    path = Path(path)
+    try:
+        ckpt = load_checkpoint(path)
+    except (FileNotFoundError, ValueError) as err:
+        raise CheckpointError(str(err)) from err
+    missing = [k for k in REQUIRED_KEYS if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path}: not a pre-training checkpoint (missing {', '.join(missing)})")
+    config = ckpt.get("config") or {}
+    return Pretrained(path=path, model_name=ckpt["model_name"], num_classes=int(ckpt["num_classes"]),
+                      state=ckpt["model"], config=config, step=int(ckpt.get("step", 0)),
+                      source=source or source_name(config, ckpt["model_name"]))

@@ -1,0 +1,268 @@
+"""Fine-tuning targets: a train and a test :class:`~xferscale.data.loader.Batches` plus a spec.
+
+A target hands out, for one run, the training batches of its few-shot subset (or of the
+full training split) at the resolution the BiT-HyperRule picked, and the test batches at
+the crop size. Two kinds live here:
+
+- :class:`TensorTarget`, images held in memory: the ``digits`` target (scikit-learn's
+  8x8 handwritten digits, real data that ships with a dependency) for the embedded demo,
+  and any small tensor data set (the tests);
+- :class:`PreparedTarget`, a folder written by ``xferscale prepare``, read through the
+  data loader (``xferscale.data.loader.build_loader``) with its ``finetune`` pipeline.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from xferscale.hyperrule import HyperRule
+from xferscale.report.paper import target_metric, uses_oversampling
+from xferscale.results import FULL, Shots
+from xferscale.transfer.subsets import balanced_order, fewshot_indices
+
+# Original image sizes of the paper's targets, for the rule's resolution (H, W).
+KNOWN_IMAGE_SIZES: dict[str, tuple[int, int]] = {
+    "cifar10": (32, 32), "cifar100": (32, 32), "digits": (8, 8),
+    "flowers102": (500, 500), "pets": (500, 500),
+    "covidx": (1024, 1024), "tuberculosis": (512, 512), "padchest_cl": (1024, 1024),
+    "padchest": (1024, 1024), "chexpert": (390, 320), "mimic_cxr": (512, 512), "nih_cxr": (1024, 1024),
+}
+
+
+class TargetError(ValueError):
+    """A target that cannot be used as asked; the message says what is wrong and where."""
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    name: str
+    task: str  # "multiclass" or "multilabel"
+    num_classes: int
+    metric: str  # "acc" or "auc" (paper.yaml's names)
+    image_size: tuple[int, int]  # original (H, W), which the HyperRule reads
+    label_names: tuple[str, ...] | None = None
+    oversample: bool = False  # class-balanced epochs in full-shot training (Flowers-102, COVIDx)
+
+
+class Target(Protocol):
+    spec: TargetSpec
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What identifies the data (enters each run's configuration hash)."""
+
+    def train_size(self, shots: Shots, seed: int) -> int:
+        """Training examples of a run (the few-shot subset's size for a few-shot run)."""
+
+    def train_batches(self, shots: Shots, seed: int, rule: HyperRule, device: torch.device) -> Any:
+        """Batches of augmented training images (precrop resize, random crop, flip)."""
+
+    def test_batches(self, rule: HyperRule, batch_size: int, device: torch.device) -> Any:
+        """Batches of the whole test split, resized to the crop size, in a fixed order."""
+
+
+def normalise(images_uint8: torch.Tensor) -> torch.Tensor:
+    """BiT's input normalisation: (x/255 - 0.5) / 0.5."""
+    return images_uint8.float().div_(127.5).sub_(1.0)
+
+
+def augment_train(images: torch.Tensor, precrop: int, crop: int, generator: torch.Generator) -> torch.Tensor:
+    """BiT's training transform on a uint8 batch: resize to precrop, random crop, random flip."""
+    x = F.interpolate(images.float(), size=(precrop, precrop), mode="bilinear", align_corners=False, antialias=True)
+    n = len(x)
+    tops = torch.randint(0, precrop - crop + 1, (n,), generator=generator).tolist()
+    lefts = torch.randint(0, precrop - crop + 1, (n,), generator=generator).tolist()
+    flips = torch.rand(n, generator=generator) < 0.5
+    out = torch.stack([x[i, :, t : t + crop, l : l + crop] for i, (t, l) in enumerate(zip(tops, lefts))])
+    out = torch.where(flips.view(-1, 1, 1, 1), out.flip(-1), out)
+    return out.div_(127.5).sub_(1.0)
+
+
+def resize_eval(images: torch.Tensor, crop: int) -> torch.Tensor:
+    x = F.interpolate(images.float(), size=(crop, crop), mode="bilinear", align_corners=False, antialias=True)
+    return x.div_(127.5).sub_(1.0)
+
+
+class TensorBatches:
+    """:class:`Batches` over uint8 images in memory; every epoch a pure function of (seed, epoch).
+
+    Training keeps the last partial batch (as BiT's loader, ``drop_last=False``), so a
+    1-shot set smaller than one batch still trains.
+    """
+
+    def __init__(self, images: torch.Tensor, targets: torch.Tensor, *, batch_size: int, device: torch.device,
+                 rule: HyperRule, train: bool, seed: int = 0, oversample: bool = False, task: str = "multiclass",
+                 num_classes: int | None = None):
+        self.images, self.targets = images, targets
+        self.batch_size, self.device, self.rule = batch_size, device, rule
+        self.train, self.seed, self.oversample = train, seed, oversample and targets.ndim == 1
+        self.task = task
+        self.num_classes = num_classes
+        self.num_samples = len(images)
+
+    def __len__(self) -> int:
+        return math.ceil(self.num_samples / self.batch_size)
+
+    def _order(self, epoch: int) -> np.ndarray:
+        if not self.train:
+            return np.arange(self.num_samples)
+        if self.oversample:
+            return balanced_order(self.targets.numpy(), self.seed, epoch)
+        return np.random.default_rng([self.seed, epoch]).permutation(self.num_samples)
+
+    def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = torch.from_numpy(self._order(epoch))
+        for b in range(start_batch, len(self)):
+            idx = order[b * self.batch_size : (b + 1) * self.batch_size]
+            raw = self.images[idx]
+            if self.train:
+                gen = torch.Generator().manual_seed(int(np.random.SeedSequence([self.seed, epoch, b]).generate_state(1)[0]))
+                x = augment_train(raw, self.rule.precrop, self.rule.crop, gen)
+            else:
+                x = resize_eval(raw, self.rule.crop)
+            yield x.to(self.device, non_blocking=True), self.targets[idx].to(self.device, non_blocking=True)
+
+
+@dataclass
+class TensorTarget:
+    """A target whose train and test images (uint8 N x C x H x W) are held in memory."""
+
+    spec: TargetSpec
+    train_images: torch.Tensor
+    train_targets: torch.Tensor  # int64 (N,) or float32 (N, C) with 1/0/-1
+    test_images: torch.Tensor
+    test_targets: torch.Tensor
+    origin: str = "in-memory tensors"
+
+    def __post_init__(self) -> None:
+        for split, images, targets in (("train", self.train_images, self.train_targets),
+                                       ("test", self.test_images, self.test_targets)):
+            if images.dtype != torch.uint8 or images.ndim != 4:
+                raise TargetError(f"{self.spec.name} {split}: images must be uint8 N x C x H x W, "
+                                  f"got {images.dtype} {tuple(images.shape)}")
+            if len(images) != len(targets):
+                raise TargetError(f"{self.spec.name} {split}: {len(images)} images but {len(targets)} targets")
+
+    def fingerprint(self) -> dict[str, Any]:
+        digest = torch.cat([self.train_images.flatten()[:4096].long(), self.train_targets.flatten()[:4096].long()])
+        return {"name": self.spec.name, "origin": self.origin, "train": len(self.train_images),
+                "test": len(self.test_images), "checksum": int(digest.sum()), "spec": dataclasses.asdict(self.spec)}
+
+    def _subset(self, shots: Shots, seed: int) -> np.ndarray:
+        if shots == FULL:
+            return np.arange(len(self.train_images))
+        try:
+            return fewshot_indices(self.train_targets.numpy(), int(shots), seed,
+                                   list(self.spec.label_names) if self.spec.label_names else None)
+        except ValueError as err:
+            raise TargetError(f"{self.spec.name}: {err}") from err
+
+    def train_size(self, shots: Shots, seed: int) -> int:
+        return len(self._subset(shots, seed))
+
+    def train_batches(self, shots: Shots, seed: int, rule: HyperRule, device: torch.device) -> TensorBatches:
+        idx = torch.from_numpy(self._subset(shots, seed))
+        return TensorBatches(self.train_images[idx], self.train_targets[idx], batch_size=min(rule.batch_size, len(idx)),
+                             device=device, rule=rule, train=True, seed=seed,
+                             oversample=self.spec.oversample and shots == FULL, task=self.spec.task,
+                             num_classes=self.spec.num_classes)
+
+    def test_batches(self, rule: HyperRule, batch_size: int, device: torch.device) -> TensorBatches:
+        return TensorBatches(self.test_images, self.test_targets, batch_size=batch_size, device=device, rule=rule,
+                             train=False, task=self.spec.task, num_classes=self.spec.num_classes)
+
+
+def digits_target(test_fraction: float = 0.3) -> TensorTarget:
+    """scikit-learn's handwritten digits (1797 real 8x8 images, 10 classes), split stratified.
+
+    Pixel values 0..16 are scaled to 0..255 and the grey channel repeated to RGB; the
+    split is fixed (``random_state=0``) so every run of every seed sees the same test set.
+    """
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)[:, None].repeat(3, axis=1)
+    x_tr, x_te, y_tr, y_te = train_test_split(images, digits.target, test_size=test_fraction,
+                                              stratify=digits.target, random_state=0)
+    spec = TargetSpec("digits", "multiclass", 10, "acc", (8, 8), tuple(str(i) for i in range(10)))
+    return TensorTarget(spec, torch.from_numpy(x_tr), torch.from_numpy(y_tr).long(),
+                        torch.from_numpy(x_te), torch.from_numpy(y_te).long(), origin="sklearn.datasets.load_digits")
+
+
+class PreparedTarget:
+    """A dataset folder written by ``xferscale prepare``, read through ``build_loader``.
+
+    Few-shot subsets, class-balanced oversampling and the precrop/crop resolution are
+    asked of the loader through ``DataConfig`` (``fewshot``, ``fewshot_seed``,
+    ``oversample``, ``precrop``, ``image_size`` with ``pipeline="finetune"``).
+    """
+
+    NEEDED_FIELDS = ("fewshot", "fewshot_seed", "oversample", "precrop")
+
+    def __init__(self, name: str, path: str | Path, *, backend: str = "torch", workers: int = 4,
+                 image_size: tuple[int, int] | None = None):
+        self.path = Path(path)
+        if not (self.path / "dataset.json").is_file():
+            raise TargetError(f"target {name!r}: {self.path} is not a prepared dataset (no dataset.json); "
+                              f"make it with `xferscale prepare {name} RAW --out {self.path}`")
+        try:
+            from xferscale.data.manifest import load_dataset_info
+        except ImportError as err:
+            raise TargetError(f"target {name!r}: the prepared-dataset reader is not installed ({err})") from err
+        from xferscale.config import DataConfig
+
+        missing = [f for f in self.NEEDED_FIELDS if f not in {x.name for x in dataclasses.fields(DataConfig)}]
+        if missing:
+            raise TargetError(f"target {name!r}: this installation's data loader lacks few-shot/fine-tune support "
+                              f"(DataConfig has no {', '.join(missing)})")
+        try:
+            info = load_dataset_info(self.path)
+        except ValueError as err:  # PrepareError: a folder from another version, a broken dataset.json
+            raise TargetError(f"target {name!r}: {err}") from err
+        size = image_size or KNOWN_IMAGE_SIZES.get(name)
+        if size is None:
+            raise TargetError(f"target {name!r}: original image size unknown; pass --image-size H W")
+        self.info, self.backend, self.workers = info, backend, workers
+        self.spec = TargetSpec(name, info.spec.task, info.spec.num_classes,
+                               target_metric(name, "acc" if info.spec.task == "multiclass" else "auc"),
+                               tuple(size), tuple(info.spec.classes), uses_oversampling(name))
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {"name": self.spec.name, "path": str(self.path.resolve()),
+                "dataset_json_mtime": (self.path / "dataset.json").stat().st_mtime,
+                "spec": dataclasses.asdict(self.spec)}
+
+    def _config(self, split: str, shots: Shots, seed: int, rule: HyperRule, train: bool):
+        from xferscale.config import DataConfig
+
+        return DataConfig(source="prepared", path=str(self.path), split=split, backend=self.backend,
+                          pipeline="finetune", image_size=rule.crop, precrop=rule.precrop,
+                          workers=self.workers, fewshot=None if shots == FULL else int(shots), fewshot_seed=seed,
+                          oversample=train and self.spec.oversample and shots == FULL)
+
+    def _loader(self, cfg, batch_size: int, train: bool, seed: int, device: torch.device):
+        from xferscale.data.loader import build_loader
+
+        return build_loader(cfg, batch_size=batch_size, rank=0, world_size=1, device=device, train=train,
+                            seed=seed, num_classes=self.spec.num_classes, multilabel=self.spec.task == "multilabel")
+
+    def train_size(self, shots: Shots, seed: int) -> int:
+        if shots == FULL:
+            return self.info.split("train").count
+        return int(shots) * self.spec.num_classes
+
+    def train_batches(self, shots: Shots, seed: int, rule: HyperRule, device: torch.device):
+        # The loader drops a partial last batch in training: a few-shot set smaller than
+        # one batch is read as one batch of all its examples.
+        batch = min(rule.batch_size, self.train_size(shots, seed))
+        return self._loader(self._config("train", shots, seed, rule, True), batch, True, seed, device)
+
+    def test_batches(self, rule: HyperRule, batch_size: int, device: torch.device):
+        return self._loader(self._config("test", FULL, 0, rule, False), batch_size, False, 0, device)

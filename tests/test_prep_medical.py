@@ -1,0 +1,346 @@
+"""Chest X-ray converters on tiny copies of each dataset's real layout (tests/xray_layouts.py)."""
+from __future__ import annotations
+
+import csv
+import gzip
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from xferscale.data.records import NEGATIVE as N, POSITIVE as P, UNKNOWN as U, PrepareError, Reconciliation
+from xferscale.data_prep import (chexpert, chexpert_mimic, chexpert_mimic_nih, chexpert_mimic_nih_padchest, covidx,
+                                 mimic_cxr, nih, padchest, padchest_cl, tuberculosis)
+
+import xray_layouts as layouts
+
+
+def convert(module, raw, **kwargs):
+    log = Reconciliation()
+    spec, samples = module.read(raw, log, **kwargs)
+    samples = list(samples)
+    assert log.rows_read == len(samples) + len(log.skips), "every row is either a sample or a skip"
+    return spec, samples, log
+
+
+def by_key(samples):
+    return {s.key: s for s in samples}
+
+
+def assert_patient_disjoint(samples):
+    splits_of = {}
+    for s in samples:
+        splits_of.setdefault(s.patient, set()).add(s.split)
+    assert all(len(v) == 1 for v in splits_of.values()), {p: v for p, v in splits_of.items() if len(v) > 1}
+
+
+def vector(spec, **named):
+    """A label vector in ``spec.classes`` order: UNKNOWN unless named (underscores for blanks)."""
+    values = {k.replace("_", " "): v for k, v in named.items()}
+    return tuple(values.get(c, values.get(c.replace(" ", "_"), U)) for c in spec.classes)
+
+
+def drop_column(path: Path, column: str) -> None:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", newline="") as f:
+        rows = list(csv.DictReader(f))
+    header = [h for h in rows[0] if h != column]
+    with opener(path, "wt", newline="") as f:
+        writer = csv.DictWriter(f, header, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+# ---------------------------------------------------------------- CheXpert
+def test_chexpert_labels_views_and_splits(tmp_path):
+    raw = layouts.chexpert_raw(tmp_path)
+    spec, samples, log = convert(chexpert, raw)
+    assert spec.task == "multilabel" and len(spec.classes) == 13 and "No Finding" not in spec.classes
+    assert log.rows_read == 27
+    assert log.skip_reasons() == Counter({"lateral view": 1, "no known label": 1, "image file missing": 1})
+    s = by_key(samples)
+    healthy = s["train/patient00001/study1/view1_frontal.jpg"]
+    # No Finding = 1 makes every pathology negative (even an uncertain one) but leaves Support Devices.
+    assert healthy.labels == tuple(P if c == "Support Devices" else N for c in spec.classes)
+    uncertain = s["train/patient00002/study1/view1_frontal.jpg"]
+    assert uncertain.labels == vector(spec, Cardiomegaly=U, Edema=P, Pneumothorax=N)
+    assert uncertain.patient == "patient00002" and uncertain.source == "chexpert"
+    assert uncertain.image == raw / "train/patient00002/study1/view1_frontal.jpg" and uncertain.image.is_file()
+    valid = s["valid/patient64541/study1/view1_frontal.jpg"]
+    assert valid.split == "test" and valid.labels == vector(spec, Pleural_Effusion=P, Support_Devices=N)
+    counts = Counter(x.split for x in samples)
+    assert counts["test"] == 1 and counts["val"] >= 1 and counts["train"] > counts["val"]
+    assert_patient_disjoint(samples)
+
+
+def test_chexpert_keeps_laterals_when_asked_and_is_deterministic(tmp_path):
+    raw = layouts.chexpert_raw(tmp_path)
+    _, all_views, log = convert(chexpert, raw, frontal_only=False)
+    assert "lateral view" not in log.skip_reasons() and any("lateral" in x.key for x in all_views)
+    assert convert(chexpert, raw)[1] == convert(chexpert, raw)[1]
+
+
+def test_chexpert_named_errors(tmp_path):
+    raw = layouts.chexpert_raw(tmp_path)
+    drop_column(raw / "train.csv", "Frontal/Lateral")
+    with pytest.raises(PrepareError, match=r"train\.csv: missing column\(s\) \['Frontal/Lateral'\]"):
+        chexpert.read(raw, Reconciliation())
+    (raw / "valid.csv").unlink()
+    with pytest.raises(PrepareError, match=r"valid\.csv"):
+        chexpert.read(raw, Reconciliation())
+
+
+def test_chexpert_unparseable_label(tmp_path):
+    raw = layouts.chexpert_raw(tmp_path)
+    text = (raw / "valid.csv").read_text().replace(",1.0,", ",yes,", 1)
+    (raw / "valid.csv").write_text(text)
+    with pytest.raises(PrepareError, match=r"valid\.csv line 2: column 'Pleural Effusion' has 'yes'"):
+        list(chexpert.read(raw, Reconciliation())[1])
+
+
+# ---------------------------------------------------------------- MIMIC-CXR-JPG
+def test_mimic_official_split_views_and_labels(tmp_path):
+    raw = layouts.mimic_raw(tmp_path)
+    spec, samples, log = convert(mimic_cxr, raw)
+    assert spec.classes == chexpert.SPEC.classes
+    assert log.rows_read == len(layouts.MIMIC_IMAGES)
+    assert log.skip_reasons() == Counter({"view LATERAL not in AP/PA": 1, "view blank not in AP/PA": 1,
+                                          "study has no label row": 1, "image file missing": 1})
+    s = {x.key.rsplit("/", 1)[1]: x for x in samples}
+    assert {k: x.split for k, x in s.items()} == {"d1a.jpg": "train", "d2a.jpg": "val", "d3a.jpg": "test"}
+    # No Finding = 1 with Support Devices blank: negative everywhere but the device, which stays unknown.
+    assert s["d1a.jpg"].labels == tuple(U if c == "Support Devices" else N for c in spec.classes)
+    assert s["d2a.jpg"].labels == vector(spec, Pleural_Effusion=P, Edema=U, Support_Devices=P)
+    assert s["d3a.jpg"].labels == vector(spec, Pneumonia=N, Atelectasis=P)
+    assert s["d3a.jpg"].patient == "10001217"
+    assert s["d3a.jpg"].image == raw / "files/p10/p10001217/s52067803/d3a.jpg"
+
+
+def test_mimic_plain_csv_and_named_errors(tmp_path):
+    raw = layouts.mimic_raw(tmp_path)
+    for path in raw.glob("*.csv.gz"):  # the tables also come uncompressed
+        path.with_suffix("").write_bytes(gzip.decompress(path.read_bytes()))
+        path.unlink()
+    assert len(convert(mimic_cxr, raw)[1]) == 3
+    drop_column(raw / "mimic-cxr-2.0.0-metadata.csv", "ViewPosition")
+    with pytest.raises(PrepareError, match=r"metadata\.csv: missing column\(s\) \['ViewPosition'\]"):
+        mimic_cxr.read(raw, Reconciliation())
+    (raw / "mimic-cxr-2.0.0-split.csv").unlink()
+    with pytest.raises(PrepareError, match=r"mimic-cxr-2\.0\.0-split\.csv\.gz, mimic-cxr-2\.0\.0-split\.csv"):
+        mimic_cxr.read(raw, Reconciliation())
+
+
+# ---------------------------------------------------------------- NIH ChestX-ray14
+@pytest.mark.parametrize("v2020", [False, True])
+def test_nih_official_test_list_and_patient_val(tmp_path, v2020):
+    raw = layouts.nih_raw(tmp_path, v2020=v2020)
+    spec, samples, log = convert(nih, raw)
+    assert len(spec.classes) == 14 and "Effusion" in spec.classes and "No Finding" not in spec.classes
+    assert log.rows_read == 42
+    assert log.skip_reasons() == Counter({"image in neither split list": 1, "image file missing": 1})
+    s = {Path(x.key).name: x for x in samples}
+    test = {name for name, x in s.items() if x.split == "test"}
+    assert test == set((raw / "test_list.txt").read_text().split())
+    assert s["00000004_000.png"].labels == tuple(P if c in ("Cardiomegaly", "Effusion") else N for c in spec.classes)
+    assert s["00000002_000.png"].labels == tuple(P if c == "Pleural_Thickening" else N for c in spec.classes)
+    assert s["00000003_000.png"].labels == tuple(P if c in ("Infiltration", "Mass", "Nodule") else N
+                                                 for c in spec.classes)
+    assert s["00000001_000.png"].labels == (N,) * 14  # No Finding
+    assert {x.split for x in samples} == {"train", "val", "test"}
+    assert_patient_disjoint(samples)
+
+
+def test_nih_named_errors(tmp_path):
+    raw = layouts.nih_raw(tmp_path)
+    table = raw / "Data_Entry_2017.csv"
+    table.write_text(table.read_text().replace("Pleural_Thickening", "Pleural Thickening", 1))
+    with pytest.raises(PrepareError, match=r"Data_Entry_2017\.csv line \d+: .*unknown label"):
+        nih.read(raw, Reconciliation())
+    (raw / "test_list.txt").unlink()
+    with pytest.raises(PrepareError, match="test_list.txt"):
+        nih.read(raw, Reconciliation())
+    drop_column(table, "Patient ID")
+    with pytest.raises(PrepareError, match=r"Data_Entry_2017\.csv: missing column\(s\) \['Patient ID'\]"):
+        nih.read(raw, Reconciliation())
+
+
+# ---------------------------------------------------------------- PadChest
+def test_padchest_multilabel(tmp_path):
+    raw = layouts.padchest_raw(tmp_path)
+    spec, samples, log = convert(padchest, raw)
+    assert len(spec.classes) == 27
+    assert log.rows_read == len(layouts.PADCHEST_ROWS)
+    assert log.skip_reasons() == Counter({"projection L not in AP/AP_horizontal/PA": 1,
+                                          "no labels (blank Labels)": 2, "known broken file": 1,
+                                          "image file missing": 1})
+    s = {Path(x.key).name: x for x in samples}
+    pos = lambda x: {c for c, v in zip(spec.classes, x.labels) if v == P}  # noqa: E731
+    assert pos(s["a1_00-000-001.png"]) == {"Cardiomegaly", "Effusion"}  # ' pleural effusion' has a blank
+    assert pos(s["a3_00-000-004.png"]) == {"Effusion"}
+    assert pos(s["a4_00-000-005.png"]) == {"Infiltration"}  # synonym; 'NSG tube' is not a class
+    assert pos(s["a2_00-000-003.png"]) == set() and U not in s["a2_00-000-003.png"].labels
+    assert pos(s["a5_00-000-006.png"]) == set()  # "[]" is an unremarkable report
+    image = s["a1_00-000-001.png"].image
+    assert image == raw / "0" / "a1_00-000-001.png" and Image.open(image).mode.startswith("I;16")
+    assert s["a1_00-000-001.png"].patient == "pat01"
+    assert {x.split for x in samples} == {"train", "val", "test"}
+    assert_patient_disjoint(samples)
+    assert convert(padchest, raw)[1] == samples
+
+
+def test_padchest_flat_layout_and_all_views(tmp_path):
+    raw = layouts.padchest_raw(tmp_path)
+    for png in list(raw.glob("*/*.png")):
+        png.rename(raw / png.name)
+    _, samples, log = convert(padchest, raw, views=None)
+    assert "image file missing" in log.skip_reasons() and len(samples) == len(layouts.PADCHEST_ROWS) - 4
+    assert all(x.image.parent == raw for x in samples)
+
+
+def test_padchest_named_errors(tmp_path):
+    raw = layouts.padchest_raw(tmp_path)
+    table = raw / layouts.PADCHEST_CSV
+    table.write_text(table.read_text().replace("['normal']", "normal", 1))
+    with pytest.raises(PrepareError, match=r"labels_160K_01\.02\.19\.csv line 4: Labels 'normal'"):
+        padchest.read(raw, Reconciliation())
+    drop_column(table, "PatientID")
+    with pytest.raises(PrepareError, match=r"missing column\(s\) \['PatientID'\]"):
+        padchest.read(raw, Reconciliation())
+    table.unlink()
+    with pytest.raises(PrepareError, match="PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv"):
+        padchest.read(raw, Reconciliation())
+
+
+def test_padchest_cl_single_finding(tmp_path):
+    raw = layouts.padchest_raw(tmp_path)
+    spec, samples, log = convert(padchest_cl, raw)
+    assert spec.task == "multiclass"
+    assert spec.classes == ("loculated pleural effusion", "normal", "scoliosis")
+    reasons = log.skip_reasons()
+    assert reasons["not exactly one finding"] == 3  # two findings (x2) and "[]"
+    assert reasons["only term 'exclude' is not a finding"] == 1 and reasons["known broken file"] == 1
+    s = {Path(x.key).name: x for x in samples}
+    assert s["a2_00-000-003.png"].labels == (spec.classes.index("normal"),)
+    assert s["b10_01-000-000.png"].labels == (spec.classes.index("scoliosis"),)  # ' scoliosis' stripped
+    assert_patient_disjoint(samples)
+    by_split = {split: {x.labels for x in samples if x.split == split} for split in ("train", "test")}
+    assert by_split["train"] >= {(1,), (2,)} and by_split["test"] >= {(1,), (2,)}  # stratified
+
+
+# ---------------------------------------------------------------- COVIDx
+def test_covidx_cxr2_binary_with_sources(tmp_path):
+    train = [(str(i), f"img{i}.png", "positive" if i % 3 == 0 else "negative", "ricord" if i % 2 else "rsna")
+             for i in range(30)]
+    test = [("p1", "t1.png", "positive", "bimcv"), ("p2", "t2.png", "negative", "rsna")]
+    raw = layouts.covidx_raw(tmp_path, {"train": train, "test": test}, missing=("img7.png",))
+    spec, samples, log = convert(covidx, raw)
+    assert spec.classes == ("negative", "positive") and spec.task == "multiclass"
+    assert log.rows_read == 32 and log.skip_reasons() == Counter({"image file missing": 1})
+    s = by_key(samples)
+    assert s["train/img3.png"].labels == (1,) and s["train/img4.png"].labels == (0,)
+    assert s["train/img3.png"].source == "ricord" and s["train/img3.png"].patient == "ricord:3"
+    assert s["test/t1.png"].split == "test" and s["test/t1.png"].image == raw / "test" / "t1.png"
+    assert Counter(x.split for x in samples) == Counter({"train": 26, "val": 3, "test": 2})
+    assert_patient_disjoint(samples)
+
+
+def test_covidx_older_releases_and_val_file(tmp_path):
+    train = [("3", "SARS-10.1148rg.242035193-g04mr34g0-Fig8a-day0.jpeg", "pneumonia", "cohen"),  # v2-v7A
+             ("14", "ryct.2020200034.fig2.jpeg", "COVID-19", None),  # v1: 3 columns
+             ("29", "streptococcus-pneumoniae-pneumonia-1.jpg", "bacteria", None),  # v1: bacteria / viral
+             ("1", "normal-1.png", "normal", "rsna"),
+             ("COVID-19(69)", "COVID-19 (69).png", "COVID-19", "sirm")]  # a file name with a blank
+    raw = layouts.covidx_raw(tmp_path, {"train": train, "test": [("9", "t.png", "normal", "rsna")],
+                                        "val": [("8", "v.png", "COVID-19", "sirm")]})
+    _, samples, log = convert(covidx, raw)
+    s = by_key(samples)
+    assert [s[f"train/{e[1]}"].labels for e in train] == [(0,), (1,), (0,), (0,), (1,)]
+    assert s["train/COVID-19 (69).png"].patient == "sirm:COVID-19(69)"
+    assert s["train/ryct.2020200034.fig2.jpeg"].source == "covidx"
+    assert s["val/v.png"].split == "val" and {x.split for x in samples} == {"train", "val", "test"}
+    assert Counter(x.split for x in samples)["train"] == 5  # val.txt given: nothing carved from train
+
+
+def test_covidx_named_errors(tmp_path):
+    raw = layouts.covidx_raw(tmp_path, {"train": [("1", "a.png", "positive", "rsna")],
+                                        "test": [("2", "b.png", "negative", "rsna")]})
+    (raw / "test.txt").write_text("2 b.png maybe rsna\n")
+    with pytest.raises(PrepareError, match=r"test\.txt line 1: expected"):
+        covidx.read(raw, Reconciliation())
+    (raw / "test.txt").unlink()
+    with pytest.raises(PrepareError, match="test.txt"):
+        covidx.read(raw, Reconciliation())
+
+
+# ---------------------------------------------------------------- Tuberculosis
+def test_tuberculosis_file_name_labels_and_stratified_patient_split(tmp_path):
+    raw = layouts.tuberculosis_raw(tmp_path)
+    spec, samples, log = convert(tuberculosis, raw)
+    assert spec.classes == ("normal", "tuberculosis")
+    assert log.skip_reasons() == Counter({"lung mask, not a radiograph": 1, "duplicate file name": 1,
+                                          "file name is not CHNCXR_/MCUCXR_<id>_<0|1>.png": 1,
+                                          "not a readable image (UnidentifiedImageError)": 1})
+    assert len(samples) == 40 and Counter(x.source for x in samples) == {"shenzhen": 20, "montgomery": 20}
+    s = by_key(samples)
+    assert s["ChinaSet_AllFiles/CXR_png/CHNCXR_0001_1.png"].labels == (1,)
+    assert s["MontgomerySet/CXR_png/MCUCXR_0002_0.png"].labels == (0,)
+    assert s["MontgomerySet/CXR_png/MCUCXR_0002_0.png"].patient == "MCUCXR_0002"
+    for split, n in {"train": 30, "val": 4, "test": 6}.items():
+        labels = Counter(x.labels for x in samples if x.split == split)
+        assert labels[(0,)] == labels[(1,)] == n // 2, (split, labels)
+    assert convert(tuberculosis, raw)[1] == samples
+
+
+def test_tuberculosis_empty_folder_is_an_error(tmp_path):
+    with pytest.raises(PrepareError, match="no CHNCXR_NNNN_L.png"):
+        tuberculosis.read(tmp_path, Reconciliation())
+    with pytest.raises(PrepareError, match=r"absent: missing folder"):
+        tuberculosis.read(tmp_path / "absent", Reconciliation())
+
+
+# ---------------------------------------------------------------- concatenations
+def test_concat_of_all_four_relabels_on_the_shared_classes(tmp_path):
+    raws = {"chexpert": layouts.chexpert_raw(tmp_path), "mimic_cxr": layouts.mimic_raw(tmp_path),
+            "nih": layouts.nih_raw(tmp_path), "padchest": layouts.padchest_raw(tmp_path)}
+    spec, samples, log = convert(chexpert_mimic_nih_padchest, raws)
+    assert spec.classes == ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Effusion", "Pneumonia",
+                            "Pneumothorax")
+    members = {name: convert(module, raws[name])[2] for name, module in
+               (("chexpert", chexpert), ("mimic_cxr", mimic_cxr), ("nih", nih), ("padchest", padchest))}
+    assert log.rows_read == sum(m.rows_read for m in members.values())
+    s = by_key(samples)
+    # CheXpert "Pleural Effusion" lands in "Effusion"; uncertain stays unknown.
+    assert s["chexpert/valid/patient64541/study1/view1_frontal.jpg"].labels == (U, U, U, U, P, U, U)
+    assert s["chexpert/train/patient00002/study1/view1_frontal.jpg"].labels == (U, U, U, P, U, U, N)
+    assert s["mimic_cxr/files/p10/p10000764/s57375967/d2a.jpg"].labels == (U, U, U, U, P, U, U)
+    nih_sample = next(x for k, x in s.items() if k.endswith("00000004_000.png"))
+    assert nih_sample.labels == (N, P, N, N, P, N, N) and nih_sample.source == "nih"
+    assert nih_sample.patient == "nih:4"
+    assert s["padchest/0/a1_00-000-001.png"].labels == (N, P, N, N, P, N, N)
+    assert Counter(x.source for x in samples).keys() == {"chexpert", "mimic_cxr", "nih", "padchest"}
+    assert [k.ref for k in log.skips if k.reason == "no known label among the shared classes"] == [
+        "chexpert/train/patient00005/study1/view1_frontal.jpg"]
+    assert "chexpert/train.csv:CheXpert-v1.0-small/train/patient00001/study1/view2_lateral.jpg" in \
+        {k.ref for k in log.skips}
+    assert_patient_disjoint(samples)
+
+
+def test_concat_of_two_keeps_their_common_classes_and_names_missing_raws(tmp_path):
+    raws = {"chexpert": layouts.chexpert_raw(tmp_path), "mimic_cxr": layouts.mimic_raw(tmp_path)}
+    spec, samples, _ = convert(chexpert_mimic, raws)
+    assert len(spec.classes) == 13 and "Effusion" in spec.classes and "Support Devices" in spec.classes
+    assert len(samples) == len(convert(chexpert, raws["chexpert"])[1]) + len(convert(mimic_cxr, raws["mimic_cxr"])[1])
+    with pytest.raises(PrepareError, match=r"no raw folder given for \['mimic_cxr'\]"):
+        chexpert_mimic.read({"chexpert": raws["chexpert"]}, Reconciliation())
+
+
+def test_concat_of_three_has_the_papers_seven_classes(tmp_path):
+    raws = {"chexpert": layouts.chexpert_raw(tmp_path), "mimic_cxr": layouts.mimic_raw(tmp_path),
+            "nih": layouts.nih_raw(tmp_path), "padchest": tmp_path / "unused"}
+    assert chexpert_mimic_nih.SOURCES == ("chexpert", "mimic_cxr", "nih")
+    spec, samples, _ = convert(chexpert_mimic_nih, raws)  # an extra raw folder is not read
+    assert spec.classes == ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Effusion", "Pneumonia",
+                            "Pneumothorax")
+    assert {x.source for x in samples} == {"chexpert", "mimic_cxr", "nih"}
+    assert len({x.key for x in samples}) == len(samples)
