@@ -11,7 +11,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from _data_fixtures import (
-    LEVELS, class_from_pixels, identity_from_pixels, jpeg_bytes, tiny_samples, write_tiny, write_unique,
+    class_from_pixels, identity_from_pixels, jpeg_bytes, tiny_samples, write_tiny, write_unique,
 )
 from xferscale.config import DataConfig
 from xferscale.data.loader import build_loader
