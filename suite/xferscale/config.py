@@ -45,6 +45,10 @@ class DataConfig:
     prefetch: int = 2
     on_corrupt: Literal["error", "skip"] = "error"
     synthetic_samples: int = 1024  # images per epoch of the synthetic source
+    precrop: Optional[int] = None  # finetune pipeline: resize side before the random crop (None: BiT pair)
+    fewshot: Optional[int] = None  # train on this many examples per class (prepared data)
+    fewshot_seed: int = 0  # which few-shot subset
+    oversample: bool = False  # class-balanced epochs (multiclass prepared data, training only)
 
 
 @dataclass
@@ -263,6 +267,10 @@ def validate(cfg: ExperimentConfig, require_data: bool = True) -> None:
         raise ConfigError(f"train.max_steps: must be > 0 or null, got {cfg.train.max_steps}")
     if sorted(cfg.schedule.milestones) != cfg.schedule.milestones:
         raise ConfigError(f"schedule.milestones: must be increasing, got {cfg.schedule.milestones}")
+    if cfg.data.fewshot is not None and cfg.data.fewshot <= 0:
+        raise ConfigError(f"data.fewshot: must be > 0 or null, got {cfg.data.fewshot}")
+    if cfg.data.precrop is not None and cfg.data.precrop < cfg.data.image_size:
+        raise ConfigError(f"data.precrop: must be >= data.image_size ({cfg.data.image_size}), got {cfg.data.precrop}")
     if cfg.data.source == "prepared":
         if not cfg.data.path:
             raise ConfigError("data.path: required when data.source is 'prepared'")

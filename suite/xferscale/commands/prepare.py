@@ -1,0 +1,88 @@
+"""``xferscale prepare``: convert a raw dataset into shards, or write few-shot subsets.
+
+    xferscale prepare DATASET --raw DIR --out DIR [--shard-size N] [--no-progress]
+    xferscale prepare DATASET --raw SOURCE=DIR --raw SOURCE=DIR ... --out DIR
+    xferscale prepare fewshot --dataset DIR --shots 1,5,10 --seeds 0-4
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from xferscale.data.converters import discover, resolve_raw
+from xferscale.data.fewshot import fewshot_keys, write_subset
+from xferscale.data.manifest import load_dataset_info
+from xferscale.data.records import PrepareError, Reconciliation
+from xferscale.data.writer import write_dataset
+
+FEWSHOT = "fewshot"
+
+
+def _int_list(text: str) -> list[int]:
+    """``"1,5,10"`` -> [1, 5, 10]; ``"0-4"`` -> [0, 1, 2, 3, 4]; both forms may be mixed."""
+    values: list[int] = []
+    try:
+        for part in text.split(","):
+            first, sep, last = part.partition("-")
+            values.extend(range(int(first), int(last) + 1) if sep else [int(first)])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected numbers like 1,5,10 or a range like 0-4") from None
+    return values
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dataset", metavar="DATASET", help=f"converter name (see below), or {FEWSHOT!r}")
+    parser.add_argument("--raw", action="append", default=[], metavar="DIR|SOURCE=DIR",
+                        help="raw dataset folder; SOURCE=DIR once per source for combined datasets")
+    parser.add_argument("--out", type=Path, help="output folder of the prepared dataset")
+    parser.add_argument("--shard-size", type=int, default=1000, help="samples per tar shard (default 1000)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    few = parser.add_argument_group(f"{FEWSHOT} subsets")
+    few.add_argument("--dataset", dest="prepared", type=Path, metavar="DIR", help="prepared dataset folder")
+    few.add_argument("--split", default="train", help="split to draw from (default train)")
+    few.add_argument("--shots", type=_int_list, help="examples per class, e.g. 1,5,10")
+    few.add_argument("--seeds", type=_int_list, default=[0], help="seeds, e.g. 0-4 (default 0)")
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = "datasets:\n" + "\n".join(
+        f"  {c.name:<16} {c.description}" + (f" (sources: {', '.join(c.sources)})" if c.sources else "")
+        for c in discover().values()
+    )
+
+
+def _convert(args: argparse.Namespace) -> int:
+    converters = discover()
+    if args.dataset not in converters:
+        raise PrepareError(f"unknown dataset {args.dataset!r}; available: {', '.join(sorted(converters)) or 'none'}")
+    if args.out is None:
+        raise PrepareError("--out DIR is required")
+    converter = converters[args.dataset]
+    raw = resolve_raw(converter, args.raw)
+    log = Reconciliation()
+    spec, samples = converter.read(raw, log)
+    marker = write_dataset(spec, samples, args.out, log, shard_size=args.shard_size, progress=not args.no_progress)
+    print(f"wrote {marker.parent}")
+    return 0
+
+
+def _fewshot(args: argparse.Namespace) -> int:
+    if args.prepared is None or not args.shots:
+        raise PrepareError(f"prepare {FEWSHOT} needs --dataset DIR and --shots K[,K...]")
+    info = load_dataset_info(args.prepared)
+    rows = info.manifest(args.split)
+    for k in args.shots:
+        for seed in args.seeds:
+            try:
+                keys = fewshot_keys(rows, k, seed, task=info.spec.task, classes=info.spec.classes)
+            except ValueError as err:
+                raise PrepareError(f"{info.spec.name} {args.split}, {k}-shot: {err}") from err
+            print(f"{write_subset(info.root, k, seed, keys)}: {len(keys)} keys")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        return _fewshot(args) if args.dataset == FEWSHOT else _convert(args)
+    except PrepareError as err:
+        print(f"xferscale prepare: error: {err}", file=sys.stderr)
+        return 2

@@ -1,0 +1,155 @@
+"""`xferscale prepare` end to end with converters discovered from a plug-in folder."""
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+import xferscale.data_prep
+from _data_fixtures import jpeg_bytes
+from xferscale.cli import main
+from xferscale.data.manifest import load_dataset_info
+
+CSV_CONVERTER = '''
+"""Test converter: labels.csv (file,label,split) next to an images/ folder."""
+import csv
+from pathlib import Path
+from xferscale.data.records import DatasetSpec, Sample
+
+NAME = "tinycsv"
+DESCRIPTION = "test images listed in labels.csv"
+
+def read(raw, log):
+    spec = DatasetSpec(NAME, "multiclass", ("cat", "dog"))
+    def samples():
+        with open(Path(raw) / "labels.csv", newline="") as f:
+            for row in csv.DictReader(f):
+                log.row()
+                if row["label"] not in spec.classes:
+                    log.skip(row["file"], "unknown label")
+                    continue
+                yield Sample(row["file"], row["split"], Path(raw) / "images" / row["file"],
+                             (spec.classes.index(row["label"]),), "tinycsv")
+    return spec, samples()
+'''
+
+MERGED_CONVERTER = '''
+from pathlib import Path
+from xferscale.data.records import DatasetSpec, Sample
+
+NAME = "merged"
+DESCRIPTION = "two sources in one dataset"
+SOURCES = ("left", "right")
+
+def read(raw, log):
+    spec = DatasetSpec(NAME, "multiclass", SOURCES)
+    def samples():
+        for c, source in enumerate(SOURCES):
+            for path in sorted(Path(raw[source]).glob("*.jpg")):
+                log.row()
+                yield Sample(f"{source}/{path.name}", "train", path, (c,), source)
+    return spec, samples()
+'''
+
+
+@pytest.fixture
+def plugins(tmp_path, monkeypatch):
+    folder = tmp_path / "plugins"
+    folder.mkdir()
+    (folder / "tinycsv.py").write_text(CSV_CONVERTER)
+    (folder / "merged.py").write_text(MERGED_CONVERTER)
+    (folder / "helpers.py").write_text("X = 1\n")  # not a converter: ignored
+    monkeypatch.setattr(xferscale.data_prep, "__path__", [*xferscale.data_prep.__path__, str(folder)])
+    yield
+    import sys
+    for name in ("tinycsv", "merged", "helpers"):
+        sys.modules.pop(f"xferscale.data_prep.{name}", None)
+
+
+def _raw_csv(root, n=12):
+    (root / "images").mkdir(parents=True)
+    with open(root / "labels.csv", "w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["file", "label", "split"])
+        for i in range(n):
+            (root / "images" / f"{i}.jpg").write_bytes(jpeg_bytes(20 * i, (16, 16)))
+            out.writerow([f"{i}.jpg", ("cat", "dog")[i % 2], "train" if i < 8 else "test"])
+        out.writerow(["bird.jpg", "bird", "train"])
+
+
+def test_prepare_end_to_end(plugins, tmp_path, capsys):
+    _raw_csv(tmp_path / "raw")
+    out = tmp_path / "out"
+    rc = main(["prepare", "tinycsv", "--raw", str(tmp_path / "raw"), "--out", str(out), "--shard-size", "3", "--no-progress"])
+    assert rc == 0
+    info = load_dataset_info(out)
+    assert {s: i.count for s, i in info.splits.items()} == {"test": 4, "train": 8}
+    assert len(info.splits["train"].shards) == 3
+    text = capsys.readouterr().out
+    assert "13 rows read, 12 images written, 1 skipped" in text and "unknown label" in text
+
+    rc = main(["prepare", "fewshot", "--dataset", str(out), "--shots", "1,3", "--seeds", "0-1"])
+    assert rc == 0
+    three = (out / "fewshot" / "3shot_seed1.txt").read_text().split()
+    assert len(three) == 6 and len((out / "fewshot" / "1shot_seed0.txt").read_text().split()) == 2
+    assert main(["prepare", "fewshot", "--dataset", str(out), "--shots", "5"]) == 2
+    assert "class 'cat' has 4 samples, fewer than 5 shots" in capsys.readouterr().err
+
+
+def test_prepare_multi_source(plugins, tmp_path):
+    for side in ("left", "right"):
+        (tmp_path / side).mkdir()
+        for i in range(2):
+            (tmp_path / side / f"{i}.jpg").write_bytes(jpeg_bytes(50, (8, 8)))
+    args = ["prepare", "merged", "--raw", f"left={tmp_path / 'left'}", "--raw", f"right={tmp_path / 'right'}",
+            "--out", str(tmp_path / "out"), "--no-progress"]
+    assert main(args) == 0
+    assert load_dataset_info(tmp_path / "out").splits["train"].count == 4
+    assert main(args[:4] + ["--out", str(tmp_path / "o2")]) == 2  # right= missing
+
+
+def test_prepare_errors_are_one_line(plugins, tmp_path, capsys):
+    assert main(["prepare", "nosuch", "--raw", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown dataset 'nosuch'; available:" in err and "merged" in err and "tinycsv" in err
+    assert "Traceback" not in err
+    assert main(["prepare", "tinycsv", "--raw", str(tmp_path / "absent"), "--out", str(tmp_path / "o")]) == 2
+    assert f"{tmp_path / 'absent'}: missing folder (raw data of tinycsv)" in capsys.readouterr().err
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw" / "labels.csv").write_text("file,label,split\n")
+    assert main(["prepare", "tinycsv", "--raw", str(tmp_path / "raw"), "--out", str(tmp_path / "o")]) == 2
+    assert "no samples" in capsys.readouterr().err
+
+
+def test_help_lists_converters(plugins, capsys):
+    with pytest.raises(SystemExit):
+        main(["prepare", "--help"])
+    text = capsys.readouterr().out
+    assert "tinycsv" in text and "(sources: left, right)" in text and "helpers" not in text
+
+
+def test_prepare_real_converter_then_load(tmp_path):
+    """The shipped CIFAR-10 converter on its real pickle layout, then both loaders."""
+    import pickle
+
+    import numpy as np
+
+    from xferscale.config import DataConfig
+    from xferscale.data.loader import build_loader
+
+    raw = tmp_path / "cifar-10-batches-py"
+    raw.mkdir()
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"batch_label": b"b", b"data": rng.integers(0, 256, (4, 3072), dtype=np.uint8),
+                 b"labels": [int(x) for x in rng.integers(0, 10, 4)], b"filenames": [b"f.png"] * 4}
+        (raw / name).write_bytes(pickle.dumps(batch, protocol=2))
+    (raw / "batches.meta").write_bytes(pickle.dumps({b"label_names": [b"c%d" % i for i in range(10)]}, protocol=2))
+    assert main(["prepare", "cifar10", "--raw", str(tmp_path), "--out", str(tmp_path / "out"), "--no-progress"]) == 0
+    for backend in ("dali", "torch"):
+        cfg = DataConfig(source="prepared", path=str(tmp_path / "out"), split="test", backend=backend,
+                         image_size=32, workers=0)
+        batches = build_loader(cfg, batch_size=4, rank=0, world_size=1, device="cpu", train=False, seed=0,
+                               num_classes=10)
+        (images, targets), = list(batches.epoch(0))
+        assert images.shape == (4, 3, 32, 32) and batches.num_classes == 10
