@@ -38,6 +38,7 @@ def test_builtin_generic_system_selects_only_the_cpu_checks(tmp_path):
         "ScalingSweep %num_workers=2 %model=tiny %precision=fp32 %loader=synthetic",
         "PretrainExperiment %num_workers=2 %config=default",
         "TransferExperiment %num_workers=1 %case=tiny/default/default",
+        "LoaderThroughput %num_workers=1 %gpu=cpu",
     }
     # The 2-process sweep point depends on the 1-process run it is measured against.
     assert "^ScalingSweep %num_workers=1 %model=tiny" in out
