@@ -111,7 +111,6 @@ def compare(
             rates[name].append(_images_per_s(step, images, targets, steps, device))
     ratios = [o / b for o, b in zip(rates["ours"], rates["baseline"])]
     return {
-        "kernel": "train_compare",
         "model": model_name, "batch": batch, "image_size": image_size, "precision": precision,
         "device": str(device), "options": asdict(options), "steps": steps, "repeats": repeats,
         "ours_images_per_s": statistics.median(rates["ours"]),
@@ -119,30 +118,3 @@ def compare(
         "ratio_median": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
         "ratios": ratios,
     }
-
-
-def compare_agc(model_name: str = "r50x1", repeats: int = 20, num_classes: int = 1000) -> dict:
-    """Time the batched AGC against timm's per-parameter one on a model's real gradients."""
-    from xferscale.optim import adaptive_clip_grad_
-
-    torch.manual_seed(0)
-    model = build_model(model_name, num_classes)
-    nn.init.normal_(head_of(model).weight, std=0.01)
-    model(torch.randn(2, 3, 64, 64)).logsumexp(1).sum().backward()
-    params = agc_parameters(model)
-    grads = [p.grad.clone() for p in params]
-
-    def timed(foreach: bool) -> float:
-        best = float("inf")
-        for _ in range(repeats):
-            for p, g in zip(params, grads):
-                p.grad.copy_(g)
-            start = time.perf_counter()
-            adaptive_clip_grad_(params, 0.01, 1e-3, foreach=foreach)
-            best = min(best, time.perf_counter() - start)
-        return best
-
-    per_param, batched = timed(False), timed(True)
-    return {"kernel": "agc_compare", "model": model_name, "tensors": len(params),
-            "parameters": sum(p.numel() for p in params),
-            "per_parameter_ms": per_param * 1e3, "batched_ms": batched * 1e3, "speedup": per_param / batched}

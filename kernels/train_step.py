@@ -57,6 +57,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--distributed", choices=["auto", "ddp", "horovod"], default="auto")
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+    parser.add_argument("--fused-sgd", action="store_true", help="one fused SGD kernel instead of foreach")
+    parser.add_argument("--no-foreach", dest="foreach", action="store_false",
+                        help="per-parameter AGC and SGD (the reference kernels)")
+    parser.add_argument("--compare-baseline", action="store_true",
+                        help="run the suite's step and the plain PyTorch/timm loop alternately on one process "
+                             "and print ours / baseline")
+    parser.add_argument("--repeats", type=int, default=5, help="alternating repeats of --compare-baseline")
 
 
 def _batches(args: argparse.Namespace, env: xdist.DistEnv, image_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -149,6 +156,8 @@ def summarise(per_rank_ips: list[float], step_ms: list[float]) -> dict[str, floa
 def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.steps < 1 or args.warmup < 1 or args.batch_size < 1:
         raise SystemExit("xferscale bench train: --steps, --warmup and --batch-size must be >= 1")
+    if args.compare_baseline:
+        return _compare_baseline(args)
     env = xdist.init_distributed(args.distributed)
     try:
         return _run(args, env)
@@ -166,13 +175,13 @@ def _run(args: argparse.Namespace, env: xdist.DistEnv) -> dict[str, Any]:
     batches = _batches(args, env, image_size)
     # Before wrapping: a backward on the bare model must not fire DDP's or Horovod's hooks.
     flops_per_step = _model_flops(model, next(batches), args.precision, env.device)
-    optimizer = build_sgd(model, lr=1e-3, momentum=0.9)
+    optimizer = build_sgd(model, lr=1e-3, momentum=0.9, foreach=args.foreach, fused=args.fused_sgd)
     agc_params = agc_parameters(model)
     wrapped, optimizer = xdist.wrap_for_training(model, optimizer, env)
     if args.compile:
         wrapped = torch.compile(wrapped)
     step = TrainStep(wrapped, optimizer, LOSSES["softmax_ce"], precision=args.precision, device=env.device,
-                     agc_params=agc_params, channels_last=args.channels_last,
+                     agc_params=agc_params, foreach=args.foreach, channels_last=args.channels_last,
                      grad_sync=xdist.GradientSync(env, optimizer))
     for _ in range(args.warmup):
         step(*next(batches))
@@ -217,4 +226,24 @@ def _run(args: argparse.Namespace, env: xdist.DistEnv) -> dict[str, Any]:
             ("MFU", f"{100 * result['mfu']:.1f} %" if result["mfu"] is not None else "n/a (device peak unknown)"),
         ])
     sys.stdout.flush()
+    return result
+
+
+def _compare_baseline(args: argparse.Namespace) -> dict[str, Any]:
+    """Ours / plain-loop images/s on synthetic input, alternating in one process."""
+    from xferscale.kernels.baseline import SpeedOptions, compare
+
+    options = SpeedOptions(foreach=args.foreach, fused_sgd=args.fused_sgd, channels_last=args.channels_last,
+                           compile=args.compile)
+    result = compare(args.model, args.batch_size, args.image_size or DEFAULT_IMAGE_SIZE[args.model], args.precision,
+                     steps=args.steps, warmup=args.warmup, repeats=args.repeats, options=options,
+                     num_classes=args.num_classes)
+    emit_result("train_compare", result, [
+        ("model / precision", f"{args.model} / {args.precision} @ {result['image_size']}px, batch {args.batch_size}"),
+        ("options", ", ".join(f"{k}={v}" for k, v in result["options"].items())),
+        ("ours images/s (median)", result["ours_images_per_s"]),
+        ("baseline images/s (median)", result["baseline_images_per_s"]),
+        ("ratio ours/baseline", f"{result['ratio_median']:.3f} (min {result['ratio_min']:.3f}, "
+                                f"max {result['ratio_max']:.3f}, {args.repeats} repeats)"),
+    ])
     return result

@@ -1,4 +1,4 @@
-"""``xferscale bench train|loader|allreduce``: run one benchmark kernel.
+"""``xferscale bench train|loader|allreduce|agc``: run one benchmark kernel.
 
 Each kernel is a module of :mod:`xferscale.kernels` exposing ``add_arguments(parser)`` and
 ``run(args) -> dict``; it prints human lines and one JSON result line (see
@@ -16,6 +16,7 @@ KERNELS: dict[str, tuple[str, str]] = {
     "train": ("xferscale.kernels.train_step", "training-step throughput (images/s), step-time percentiles, memory, MFU"),
     "loader": ("xferscale.kernels.loader", "data-loader throughput (images/s) of a prepared dataset or synthetic JPEGs"),
     "allreduce": ("xferscale.kernels.allreduce", "all-reduce bus bandwidth over a sweep of message sizes"),
+    "agc": ("xferscale.kernels.agc", "adaptive gradient clipping alone: batched kernels vs timm's per-parameter loop"),
 }
 
 

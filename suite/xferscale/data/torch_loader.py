@@ -129,6 +129,9 @@ class TorchBatches(PreparedBatches):
                 pin_memory=self.device.type == "cuda",
                 prefetch_factor=max(1, self.cfg.prefetch) if workers else None,
                 persistent_workers=workers > 0,  # workers (and their open shards) live across epochs
+                # Forked workers inherit the locks of threads they do not have (DALI's, OpenMP's)
+                # and can deadlock; a fork server starts them from a clean process.
+                multiprocessing_context="forkserver" if workers else None,
             )
         return self._dataloader
 
