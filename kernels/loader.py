@@ -29,6 +29,7 @@ from xferscale.data.prepared import build_prepared_loader
 from xferscale.data.records import DatasetSpec, Reconciliation, Sample
 from xferscale.data.transforms import PIPELINES
 from xferscale.data.writer import write_dataset
+from xferscale.kernels.output import emit_result
 
 BACKENDS = ("dali", "torch")
 SYNTHETIC_CLASSES = 10
@@ -114,11 +115,8 @@ def run(args: argparse.Namespace) -> dict:
                 image_size=args.image_size, workers=args.workers,
             )
             results[backend] = measure(cfg, args, len(info["classes"]), device)
-            r = results[backend]
-            print(f"{backend:<6} {r['images_per_s']:>9.1f} images/s  ({r['images']} images in {r['seconds']:.2f} s)")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     result = {
-        "kernel": "loader",
         "dataset": str(args.data) if args.data else f"synthetic:{args.synthetic_images}",
         "pipeline": args.pipeline,
         "image_size": args.image_size,
@@ -131,7 +129,10 @@ def run(args: argparse.Namespace) -> dict:
         "load_average_1m": load,
         "results": results,
     }
-    print(json.dumps(result))
+    emit_result("loader", result, [
+        (f"{backend} images/s", f"{r['images_per_s']:.1f} ({r['images']} images in {r['seconds']:.2f} s)")
+        for backend, r in results.items()
+    ])
     return result
 
 

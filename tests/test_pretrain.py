@@ -2,6 +2,7 @@
 import json
 import signal
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -94,8 +95,9 @@ def test_horovod_backend_runs_two_processes(tmp_path, tiny_args):
     import subprocess
     import sys
 
-    horovodrun = shutil.which("horovodrun")
-    assert horovodrun, "horovod is importable but horovodrun is not on PATH"
+    # horovodrun is installed beside the interpreter that imports horovod, which may not be on PATH
+    horovodrun = shutil.which("horovodrun", path=str(Path(sys.executable).parent)) or shutil.which("horovodrun")
+    assert horovodrun, "horovod is importable but horovodrun is neither beside the interpreter nor on PATH"
     cmd = [horovodrun, "-np", "2", "-H", "localhost:2", "--gloo", sys.executable, "-m", "xferscale.cli", "pretrain",
            *tiny_args, "distributed.backend=horovod", f"output_dir={tmp_path / 'hvd'}"]
     subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=300)
