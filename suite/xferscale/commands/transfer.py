@@ -54,7 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "amp_fp16", "amp_bf16"])
     parser.add_argument("--no-mixup", action="store_true", help="turn MixUp off even where the rule uses it")
     parser.add_argument("--backend", default="torch", choices=["torch", "dali"], help="prepared-data loader")
-    parser.add_argument("--workers", type=int, default=4, help="prepared-data loader workers")
+    parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+                        help="prepared-data loader workers (default: 4, at most one per CPU core)")
     parser.add_argument("--checkpoint-every", type=int, default=100, help="steps between resume states")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace records made under another configuration instead of stopping")
