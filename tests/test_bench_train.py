@@ -50,3 +50,33 @@ def test_bad_precision_is_rejected_by_name():
     train_step.add_arguments(parser)
     with pytest.raises(SystemExit):
         parser.parse_args(["--precision", "fp8"])
+
+
+def _run_kernel(module, argv, kernel):
+    parser = argparse.ArgumentParser()
+    module.add_arguments(parser)
+    stream = io.StringIO()
+    with redirect_stdout(stream):
+        returned = module.run(parser.parse_args(argv))
+    return returned, parse_result(stream.getvalue(), kernel), stream.getvalue()
+
+
+def test_compare_baseline_reports_both_loops_and_their_ratio():
+    returned, result, text = _run_kernel(train_step, [
+        "--model", "tiny", "--batch-size", "4", "--image-size", "32", "--steps", "2", "--warmup", "1",
+        "--repeats", "2", "--num-classes", "10", "--compare-baseline", "--fused-sgd"], "train_compare")
+    assert result["ours_images_per_s"] > 0 and result["baseline_images_per_s"] > 0
+    assert len(result["ratios"]) == 2 and result["ratio_min"] <= result["ratio_median"] <= result["ratio_max"]
+    assert result["options"]["fused_sgd"] is True and result["options"]["channels_last"] is False
+    assert "ratio ours/baseline" in text and returned["ratios"] == result["ratios"]
+
+
+def test_agc_kernel_times_both_implementations_on_real_gradients():
+    from xferscale.kernels import agc
+
+    _, result, text = _run_kernel(agc, ["--model", "tiny", "--repeats", "2"], "agc")
+    # tiny: every weight of the body, the head excluded
+    assert result["tensors"] > 20 and result["parameters"] < 600_000
+    assert result["per_parameter_ms"] > 0 and result["batched_ms"] > 0
+    assert result["speedup"] == pytest.approx(result["per_parameter_ms"] / result["batched_ms"])
+    assert "[agc] speedup" in text

@@ -28,7 +28,8 @@ def _windowed(curve: torch.Tensor, width: int = 20) -> torch.Tensor:
     (SpeedOptions(foreach=True, fused_sgd=True, channels_last=False), "fp32"),
     (SpeedOptions(foreach=True, channels_last=True), "fp32"),
     (SpeedOptions(foreach=True, channels_last=True), "amp_bf16"),
-], ids=["reference", "foreach", "fused_sgd", "channels_last", "amp_bf16"])
+    (SpeedOptions(foreach=True, channels_last=False, compile=True), "fp32"),
+], ids=["reference", "foreach", "fused_sgd", "channels_last", "amp_bf16", "compile"])
 def test_switch_follows_the_plain_loop(options, precision):
     torch.manual_seed(0)
     model = build_model("tiny", 10)
