@@ -60,3 +60,27 @@ def test_two_ranks_under_torchrun_share_the_grid(tmp_path):
     assert sorted(r.shots for r in records) == [1, 2]
     assert {r.config["launcher_world_size"] for r in records} == {2}
     assert len({r.config["pid"] for r in records}) == 2  # each run was made by its own rank's process
+
+
+def test_sigterm_saves_the_run_and_the_same_command_continues_it(tmp_path):
+    import signal
+    import time
+
+    from conftest import run_xferscale, start_xferscale
+
+    ckpt = write_checkpoint(tmp_path / "ckpt.pt", name="tiny_synthetic")
+    args = ["transfer", "--checkpoint", str(ckpt), "--results", str(tmp_path / "res"), "--shots", "full",
+            "--seeds", "0", "--schedule-scale", "0.2", "--crop", "8", "--checkpoint-every", "1", "--no-progress"]
+    proc = start_xferscale(*args)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((tmp_path / "res").glob(".work/**/state.pt")):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    assert "stopped by signal" in stderr and "run the same command again" in stderr
+    assert not list(ResultStore(tmp_path / "res").records())
+
+    run_xferscale(*args)
+    (record,) = ResultStore(tmp_path / "res").records()
+    assert record.steps == 100 and 0 < record.detail["resumed_from_step"] < 100

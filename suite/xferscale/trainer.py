@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import signal
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -31,6 +30,7 @@ from xferscale.optim import (
     build_sgd, scaled_lr, set_lr,
 )
 from xferscale.precision import autocast_context, configure_matmul, make_grad_scaler
+from xferscale.preemption import StopRequest
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -97,28 +97,6 @@ def build_schedule(cfg: ExperimentConfig, steps_per_epoch: int, total_steps: int
     scale = sched.epochs / sched.milestone_base
     boundaries = [round(m * scale * steps_per_epoch) for m in sched.milestones]
     return WarmupStepSchedule(peak, sched.warmup_steps, boundaries)
-
-
-class _StopRequest:
-    """Records SIGTERM / SIGUSR1 (SLURM pre-emption or time limit) for the loop to act on."""
-
-    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
-
-    def __init__(self):
-        self.signum: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self):
-        for sig in self.SIGNALS:
-            self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, _frame):
-        self.signum = signum
-
-    def __exit__(self, *exc):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
 
 
 class Trainer:
@@ -227,7 +205,7 @@ class Trainer:
         log = open(self.out / "metrics.jsonl", "a") if env.is_main else None
         stopped_by = None
         try:
-            with _StopRequest() as stop:
+            with StopRequest() as stop:
                 while self.step < self.total_steps and stopped_by is None:
                     for images, targets in self.loader.epoch(self.epoch, self.batch_in_epoch):
                         lr = self.schedule(self.step)

@@ -87,7 +87,7 @@ def _build_target(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from xferscale.report.results_report import write_results_report
-    from xferscale.transfer.finetune import FineTuneError, FineTuneSettings
+    from xferscale.transfer.finetune import FineTuneError, FineTuneSettings, Preempted
     from xferscale.transfer.grid import run_grid
     from xferscale.transfer.pretrained import CheckpointError, load_pretrained
     from xferscale.transfer.targets import TargetError
@@ -128,6 +128,9 @@ def run(args: argparse.Namespace) -> int:
         summary = run_grid(pretrained, target, shots, seeds, settings, ResultStore(args.results), device,
                            rank=rank, world_size=world, overwrite=args.overwrite,
                            extra_config={"launcher_world_size": world, "pid": os.getpid()})
+    except Preempted as err:  # the state is saved; finished runs already have their records
+        print(f"xferscale transfer: {err}", file=sys.stderr)
+        return 0
     except (ResultError, CheckpointError, TargetError, FineTuneError, ValueError) as err:
         print(f"xferscale transfer: {err}", file=sys.stderr)
         return 2

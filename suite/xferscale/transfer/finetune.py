@@ -27,6 +27,7 @@ from xferscale.losses import LOSSES
 from xferscale.metrics import MetricResult
 from xferscale.optim import agc_parameters, build_sgd, set_lr
 from xferscale.precision import configure_matmul
+from xferscale.preemption import StopRequest
 from xferscale.results import Shots
 from xferscale.trainer import TrainStep
 from xferscale.transfer.evaluate import evaluate_model
@@ -39,6 +40,10 @@ STATE_NAME = "state.pt"
 
 class FineTuneError(RuntimeError):
     """A run that cannot go on (non-finite loss, a state of another run); names the run."""
+
+
+class Preempted(RuntimeError):
+    """SIGTERM/SIGUSR1 arrived: the run's state is saved and the same command continues it."""
 
 
 @dataclass(frozen=True)
@@ -125,8 +130,9 @@ def finetune(pretrained: Pretrained, target: Target, shots: Shots, seed: int, se
         })
 
     loss = torch.zeros(())
-    with tqdm(total=rule.steps, initial=step, unit="step", desc=desc, disable=not settings.progress,
-              dynamic_ncols=True, mininterval=1.0, leave=False) as bar:
+    with StopRequest() as stop, tqdm(total=rule.steps, initial=step, unit="step", desc=desc,
+                                     disable=not settings.progress, dynamic_ncols=True, mininterval=1.0,
+                                     leave=False) as bar:
         while step < rule.steps:
             for images, targets in train.epoch(epoch, batch_in_epoch):
                 set_lr(optimizer, rule(step))
@@ -142,6 +148,10 @@ def finetune(pretrained: Pretrained, target: Target, shots: Shots, seed: int, se
                     bar.set_postfix(loss=f"{loss.item():.4f}")
                     if step < rule.steps:
                         save()
+                if stop.signum is not None and step < rule.steps:
+                    save()
+                    raise Preempted(f"{desc}: stopped by signal {stop.signum} at step {step}; state saved to "
+                                    f"{state_path}; run the same command again to continue")
                 if step >= rule.steps:
                     break
             if batch_in_epoch >= len(train):
