@@ -11,18 +11,18 @@ import contextlib
 import copy
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import torch
 import torch.nn.functional as F
 from timm.utils.agc import adaptive_clip_grad
 from torch import nn
 
+from xferscale.distributed import DistEnv
 from xferscale.losses import softmax_ce
 from xferscale.models import build_model, head_of
-from xferscale.optim import agc_parameters, build_sgd
 from xferscale.precision import AUTOCAST_DTYPES, configure_matmul
-from xferscale.trainer import TrainStep
+from xferscale.trainer import SpeedOptions, build_train_step
 
 
 class PlainStep:
@@ -55,26 +55,6 @@ class PlainStep:
         return loss.detach()
 
 
-@dataclass(frozen=True)
-class SpeedOptions:
-    """The suite's switchable speed-ups, each measured against the plain loop."""
-
-    foreach: bool = True
-    fused_sgd: bool = False
-    channels_last: bool = True
-    compile: bool = False
-
-
-def suite_step(model: nn.Module, lr: float, precision: str, device: torch.device, options: SpeedOptions) -> TrainStep:
-    if options.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = build_sgd(model, lr, momentum=0.9, foreach=options.foreach, fused=options.fused_sgd)
-    params = agc_parameters(model)
-    runner = torch.compile(model) if options.compile else model
-    return TrainStep(runner, optimizer, softmax_ce, precision=precision, device=device, agc_params=params,
-                     foreach=options.foreach, channels_last=options.channels_last)
-
-
 def _images_per_s(step, images, targets, steps: int, device: torch.device) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -98,7 +78,7 @@ def compare(
     nn.init.normal_(head_of(model).weight, std=0.01)  # a zero head would leave the body's gradients zero
     model = model.to(device)
     lr = 0.01
-    ours = suite_step(model, lr, precision, device, options)
+    ours = build_train_step(model, softmax_ce, lr=lr, precision=precision, env=DistEnv(device=device), options=options)
     plain = PlainStep(copy.deepcopy(model).to(memory_format=torch.contiguous_format), lr, precision, device)
     images = torch.randn(batch, 3, image_size, image_size, device=device)
     targets = torch.randint(num_classes, (batch,), device=device)

@@ -25,10 +25,9 @@ from xferscale.config import DataConfig
 from xferscale.kernels.output import emit_result
 from xferscale.losses import LOSSES
 from xferscale.models import MODEL_NAMES, build_model
-from xferscale.optim import agc_parameters, build_sgd
 from xferscale.precision import autocast_context, configure_matmul
 from xferscale.scaling_model import peak_tflops
-from xferscale.trainer import TrainStep
+from xferscale.trainer import SpeedOptions, build_train_step
 
 PRECISIONS = ("fp32", "tf32", "amp_fp16", "amp_bf16")
 DEFAULT_IMAGE_SIZE = {"tiny": 64, "r50x1": 224, "r152x4": 224}
@@ -170,19 +169,11 @@ def _run(args: argparse.Namespace, env: xdist.DistEnv) -> dict[str, Any]:
     configure_matmul(args.precision)
     torch.manual_seed(0)
     model = build_model(args.model, args.num_classes).to(env.device)
-    if args.channels_last:
-        model = model.to(memory_format=torch.channels_last)
     batches = _batches(args, env, image_size)
     # Before wrapping: a backward on the bare model must not fire DDP's or Horovod's hooks.
     flops_per_step = _model_flops(model, next(batches), args.precision, env.device)
-    optimizer = build_sgd(model, lr=1e-3, momentum=0.9, foreach=args.foreach, fused=args.fused_sgd)
-    agc_params = agc_parameters(model)
-    wrapped, optimizer = xdist.wrap_for_training(model, optimizer, env)
-    if args.compile:
-        wrapped = torch.compile(wrapped)
-    step = TrainStep(wrapped, optimizer, LOSSES["softmax_ce"], precision=args.precision, device=env.device,
-                     agc_params=agc_params, foreach=args.foreach, channels_last=args.channels_last,
-                     grad_sync=xdist.GradientSync(env, optimizer))
+    step = build_train_step(model, LOSSES["softmax_ce"], lr=1e-3, precision=args.precision, env=env,
+                            options=_speed_options(args))
     for _ in range(args.warmup):
         step(*next(batches))
     _sync(env.device)
@@ -229,12 +220,16 @@ def _run(args: argparse.Namespace, env: xdist.DistEnv) -> dict[str, Any]:
     return result
 
 
+def _speed_options(args: argparse.Namespace) -> SpeedOptions:
+    return SpeedOptions(foreach=args.foreach, fused_sgd=args.fused_sgd, channels_last=args.channels_last,
+                        compile=args.compile)
+
+
 def _compare_baseline(args: argparse.Namespace) -> dict[str, Any]:
     """Ours / plain-loop images/s on synthetic input, alternating in one process."""
-    from xferscale.kernels.baseline import SpeedOptions, compare
+    from xferscale.kernels.baseline import compare
 
-    options = SpeedOptions(foreach=args.foreach, fused_sgd=args.fused_sgd, channels_last=args.channels_last,
-                           compile=args.compile)
+    options = _speed_options(args)
     result = compare(args.model, args.batch_size, args.image_size or DEFAULT_IMAGE_SIZE[args.model], args.precision,
                      steps=args.steps, warmup=args.warmup, repeats=args.repeats, options=options,
                      num_classes=args.num_classes)

@@ -27,7 +27,6 @@ from container_recipes import (
     DOCKERFILE,
     DOCKERIGNORE,
     ROOT,
-    VERSIONS,
     WORKFLOW,
     def_arguments,
     def_sections,

@@ -6,8 +6,11 @@ import torch
 from torch import nn
 
 from xferscale.data.synthetic import SyntheticBatches
-from xferscale.kernels.baseline import PlainStep, SpeedOptions, suite_step
+from xferscale.distributed import DistEnv
+from xferscale.kernels.baseline import PlainStep
+from xferscale.losses import softmax_ce
 from xferscale.models import build_model, head_of
+from xferscale.trainer import SpeedOptions, build_train_step
 
 STEPS = 200
 LR = 0.02
@@ -40,7 +43,8 @@ def test_switch_follows_the_plain_loop(options, precision):
     batches = SyntheticBatches(num_samples=160, image_size=size, num_classes=10, batch_size=8, rank=0,
                                world_size=1, device=device, seed=1)
     plain = _loss_curve(PlainStep(copy.deepcopy(model), LR, precision, device), batches)
-    ours = _loss_curve(suite_step(model, LR, precision, device, options), batches)
+    ours = _loss_curve(build_train_step(model, softmax_ce, lr=LR, precision=precision, env=DistEnv(device=device),
+                                        options=options), batches)
     assert plain[-20:].mean() < 0.5 * plain[:20].mean(), "the reference itself must learn"
     tolerance = 0.05 if precision == "fp32" else 0.15
     torch.testing.assert_close(_windowed(ours), _windowed(plain), rtol=tolerance, atol=0.02)

@@ -10,6 +10,7 @@ import json
 import math
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,46 @@ class TrainStep:
         return loss.detach()
 
 
+@dataclass(frozen=True)
+class SpeedOptions:
+    """The switchable speed-ups of the suite's step (each guarded against the plain loop)."""
+
+    foreach: bool = True  # batched AGC and SGD kernels
+    fused_sgd: bool = False
+    channels_last: bool = False
+    compile: bool = False
+
+
+def build_train_step(
+    model: nn.Module,
+    loss_fn: LossFn,
+    *,
+    lr: float,
+    precision: str = "fp32",
+    env: DistEnv = DistEnv(),
+    options: SpeedOptions = SpeedOptions(),
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+    agc_clip: float = 0.01,
+    agc_eps: float = 1e-3,
+    bucket_cap_mb: int = 25,
+    static_graph: bool = False,
+) -> TrainStep:
+    """The suite's step for ``model``: SGD, AGC on all but the head, data-parallel wrapping."""
+    if options.channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer = build_sgd(model, lr, momentum, weight_decay, options.foreach, options.fused_sgd)
+    agc_params = agc_parameters(model)
+    wrapped, optimizer = wrap_for_training(model, optimizer, env, bucket_cap_mb, static_graph)
+    if options.compile:
+        wrapped = torch.compile(wrapped)
+    return TrainStep(
+        wrapped, optimizer, loss_fn, precision=precision, device=env.device, agc_params=agc_params,
+        agc_clip=agc_clip, agc_eps=agc_eps, foreach=options.foreach, channels_last=options.channels_last,
+        grad_sync=GradientSync(env, optimizer),
+    )
+
+
 def build_schedule(cfg: ExperimentConfig, steps_per_epoch: int, total_steps: int):
     peak = scaled_lr(cfg.optim.base_lr, cfg.train.global_batch)
     sched = cfg.schedule
@@ -120,28 +161,19 @@ class Trainer:
             raise ConfigError(f"one epoch of {self.loader.num_samples} samples has no full global batch of {tc.global_batch}")
         self.num_classes = self._num_classes()
         model = build_model(cfg.model.name, self.num_classes).to(self.env.device)
-        if cfg.model.channels_last:
-            model = model.to(memory_format=torch.channels_last)
         self.model = model  # unwrapped: what checkpoints hold
         self.steps_per_epoch = len(self.loader)
         total = math.ceil(cfg.schedule.epochs * self.steps_per_epoch)
         self.total_steps = min(total, tc.max_steps) if tc.max_steps else total
         self.schedule = build_schedule(cfg, self.steps_per_epoch, total)
-        optimizer = build_sgd(model, self.schedule(0), cfg.optim.momentum, cfg.optim.weight_decay,
-                              cfg.optim.foreach, cfg.optim.fused)
-        agc_params = agc_parameters(model)
-        wrapped, optimizer = wrap_for_training(
-            model, optimizer, self.env, cfg.distributed.bucket_cap_mb, cfg.distributed.static_graph
+        speed = SpeedOptions(cfg.optim.foreach, cfg.optim.fused, cfg.model.channels_last, cfg.model.compile)
+        self.step_fn = build_train_step(
+            model, LOSSES[tc.loss], lr=self.schedule(0), precision=tc.precision, env=self.env, options=speed,
+            momentum=cfg.optim.momentum, weight_decay=cfg.optim.weight_decay, agc_clip=cfg.optim.agc_clip,
+            agc_eps=cfg.optim.agc_eps, bucket_cap_mb=cfg.distributed.bucket_cap_mb,
+            static_graph=cfg.distributed.static_graph,
         )
-        if cfg.model.compile:
-            wrapped = torch.compile(wrapped)
-        self.optimizer = optimizer
-        self.step_fn = TrainStep(
-            wrapped, optimizer, LOSSES[tc.loss], precision=tc.precision, device=self.env.device,
-            agc_params=agc_params, agc_clip=cfg.optim.agc_clip, agc_eps=cfg.optim.agc_eps,
-            foreach=cfg.optim.foreach, channels_last=cfg.model.channels_last,
-            grad_sync=GradientSync(self.env, optimizer),
-        )
+        self.optimizer = self.step_fn.optimizer
         self.step = self.epoch = self.batch_in_epoch = 0
 
     def _num_classes(self) -> int:

@@ -97,7 +97,7 @@ def _ours_text(cell: Cell | None, expected_seeds: int) -> str:
 
 def render_markdown(table: Table, expected_seeds: int) -> str:
     """One Markdown table; a cell reads ``ours ± std [seeds] · paper · Δ``."""
-    out = [f"### {table.title}", "", f"Ours: mean ± std over seeds [seeds with a record / expected]."]
+    out = [f"### {table.title}", "", "Ours: mean ± std over seeds [seeds with a record / expected]."]
     if table.name != OTHER:
         out[-1] += " Then the paper's mean ± std and our difference (Δ = ours − paper)."
     out += ["", "| model | source | " + " | ".join(table.targets) + " |",

@@ -22,14 +22,15 @@ import torch
 from tqdm import tqdm
 
 from xferscale.checkpoint import load_checkpoint, save_checkpoint
+from xferscale.distributed import DistEnv
 from xferscale.hyperrule import PAPER_BASE_LR, PAPER_BATCH, HyperRule, hyperrule
 from xferscale.losses import LOSSES
 from xferscale.metrics import MetricResult
-from xferscale.optim import agc_parameters, build_sgd, set_lr
+from xferscale.optim import set_lr
 from xferscale.precision import configure_matmul
 from xferscale.preemption import StopRequest
 from xferscale.results import Shots
-from xferscale.trainer import TrainStep
+from xferscale.trainer import build_train_step
 from xferscale.transfer.evaluate import evaluate_model
 from xferscale.transfer.mixup import mixup_batch
 from xferscale.transfer.pretrained import Pretrained
@@ -98,10 +99,12 @@ def finetune(pretrained: Pretrained, target: Target, shots: Shots, seed: int, se
         raise FineTuneError(f"{desc}: the training set of {train.num_samples} samples gives no batch")
     model = pretrained.build(spec.num_classes, device)
     model.train()
-    optimizer = build_sgd(model, 0.0, settings.momentum, settings.weight_decay)
     loss_name = "softmax_ce" if spec.task == "multiclass" else "sigmoid_bce"
-    step_fn = TrainStep(model, optimizer, LOSSES[loss_name], precision=settings.precision, device=device,
-                        agc_params=agc_parameters(model), agc_clip=settings.agc_clip, agc_eps=settings.agc_eps)
+    step_fn = build_train_step(model, LOSSES[loss_name], lr=0.0, precision=settings.precision,
+                               env=DistEnv(device=device), momentum=settings.momentum,
+                               weight_decay=settings.weight_decay, agc_clip=settings.agc_clip,
+                               agc_eps=settings.agc_eps)
+    optimizer = step_fn.optimizer
     alpha = rule.mixup_alpha if settings.mixup else 0.0
 
     step = epoch = batch_in_epoch = 0
