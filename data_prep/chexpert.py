@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
+from xferscale.data.converters import register_converter
 from xferscale.data.records import DatasetSpec, PrepareError, Reconciliation, Sample
 
 from .chexpert_labels import LABEL_COLUMNS, PATHOLOGIES, label_vector
@@ -40,6 +41,7 @@ def image_path(raw: Path, csv_path: str) -> tuple[Path, str]:
     return raw.joinpath(*parts), patient
 
 
+@register_converter(NAME, DESCRIPTION)
 def read(raw: Path, log: Reconciliation, *, frontal_only: bool = True) -> tuple[DatasetSpec, Iterable[Sample]]:
     require_dir(raw, DESCRIPTION)
     tables = [(find_file(raw, name), split) for name, split in TABLES]

@@ -1,5 +1,4 @@
 """CheXpert + MIMIC-CXR + NIH ChestX-ray14, on the labels they share (see :mod:`medical_concat`)."""
 from .medical_concat import Concat
 
-_CONCAT = Concat("chexpert_mimic_nih", ("chexpert", "mimic_cxr", "nih"))
-NAME, SOURCES, DESCRIPTION, read = _CONCAT.name, _CONCAT.sources, _CONCAT.description, _CONCAT.read
+CONCAT = Concat("chexpert_mimic_nih", ("chexpert", "mimic_cxr", "nih")).register()

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
+from xferscale.data.converters import register_converter
 from xferscale.data.records import DatasetSpec, Reconciliation, Sample
 from xferscale.data_prep.cifar_batches import CifarRelease, read_release
 
@@ -21,5 +22,6 @@ RELEASE = CifarRelease(
 )
 
 
+@register_converter(NAME, DESCRIPTION)
 def read(raw: Path, log: Reconciliation) -> tuple[DatasetSpec, Iterable[Sample]]:
     return read_release(Path(raw), log, RELEASE)

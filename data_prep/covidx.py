@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+from xferscale.data.converters import register_converter
 from xferscale.data.records import DatasetSpec, PrepareError, Reconciliation, Sample
 
 from .common import carve_val, find_file, read_lines
@@ -44,6 +45,7 @@ def parse_line(line: str, where: str) -> tuple[str, str, str, str | None]:
     return tokens[0], " ".join(tokens[1:at]), CLASS_OF[tokens[at].lower()], source
 
 
+@register_converter(NAME, DESCRIPTION)
 def read(raw: Path, log: Reconciliation) -> tuple[DatasetSpec, Iterable[Sample]]:
     require_dir(raw, DESCRIPTION)
     lists = [(find_file(raw, name), split) for name, split in LISTS if name != "val.txt" or (raw / name).is_file()]

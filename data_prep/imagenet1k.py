@@ -20,6 +20,7 @@ from itertools import chain
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
+from xferscale.data.converters import register_converter
 from xferscale.data.records import DatasetSpec, PrepareError, Reconciliation, Sample
 from xferscale.data_prep.image_folders import (class_folder_samples, class_folders, image_sample,
                                                nonempty)
@@ -39,6 +40,7 @@ DEVKIT_TRUTH = "ILSVRC2012_validation_ground_truth.txt"
 logger = logging.getLogger(__name__)
 
 
+@register_converter(NAME, DESCRIPTION)
 def read(raw: Path, log: Reconciliation) -> tuple[DatasetSpec, Iterable[Sample]]:
     raw = Path(raw)
     data = raw / KAGGLE_DATA if (raw / KAGGLE_DATA).is_dir() else raw

@@ -32,6 +32,7 @@ from typing import Iterable, Iterator
 
 from tqdm import tqdm
 
+from xferscale.data.converters import register_converter
 from xferscale.data.records import DatasetSpec, PrepareError, Reconciliation, Sample
 from xferscale.data_prep.image_folders import image_problem, name_problem, nonempty
 from xferscale.data_prep.raw_files import require_dir
@@ -43,6 +44,7 @@ WNID = re.compile(r"n\d{8}")
 SPLIT = "train"
 
 
+@register_converter(NAME, DESCRIPTION)
 def read(raw: Path, log: Reconciliation) -> tuple[DatasetSpec, Iterable[Sample]]:
     raw = require_dir(Path(raw), "one <wnid>.tar per synset")
     tars = []

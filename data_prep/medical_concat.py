@@ -5,14 +5,21 @@ harmonising the names that differ between datasets (CheXpert/MIMIC "Pleural Effu
 NIH/PadChest "Effusion"); each member keeps its own split rule and uncertain labels stay
 UNKNOWN. Keys and patient ids get the member's name as prefix (ids are only unique within
 a dataset), and a sample with no known label left among the shared classes is skipped.
+
+Views follow the paper's configs: ``chexpert_mimic_nih_padchest_bit*.yaml`` lists the views
+PA, AP, AP Supine, L and COSTAL for every member, which keeps CheXpert's and PadChest's
+laterals (MIMIC's and NIH's view names have no "L"); the smaller concatenations use each
+loader's default, frontal only.
 """
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 from pathlib import Path
 from types import ModuleType
 
+from xferscale.data.converters import register_converter
 from xferscale.data.records import DatasetSpec, PrepareError, Reconciliation, Sample
 
 from . import chexpert, mimic_cxr, nih, padchest
@@ -51,6 +58,7 @@ class Concat:
 
     name: str
     sources: tuple[str, ...]
+    member_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # source -> read kwargs
 
     @property
     def description(self) -> str:
@@ -64,7 +72,8 @@ class Concat:
         members = []
         for source in self.sources:
             member_log = Reconciliation()
-            spec, samples = MEMBERS[source].read(Path(raws[source]), member_log)
+            spec, samples = MEMBERS[source].read(Path(raws[source]), member_log,
+                                                 **self.member_options.get(source, {}))
             _merge_log(log, member_log, source)
             members.append((source, spec, samples))
         classes = shared_classes([spec for _, spec, _ in members])
@@ -79,3 +88,7 @@ class Concat:
                     continue
                 out.append(Sample(f"{source}/{s.key}", s.split, s.image, labels, s.source, f"{source}:{s.patient}"))
         return DatasetSpec(self.name, "multilabel", classes), list(nonempty(out, Path(self.name)))
+
+    def register(self) -> "Concat":
+        register_converter(self.name, self.description, sources=self.sources)(self.read)
+        return self

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+from xferscale.data.converters import register_converter
 from xferscale.data.records import DatasetSpec, PrepareError, Reconciliation, Sample
 
 from .chexpert_labels import LABEL_COLUMNS, PATHOLOGIES, label_vector
@@ -52,6 +53,7 @@ def image_path(raw: Path, subject: str, study: str, dicom: str) -> Path:
     return raw / "files" / f"p{subject[:2]}" / f"p{subject}" / f"s{study}" / f"{dicom}.jpg"
 
 
+@register_converter(NAME, DESCRIPTION)
 def read(raw: Path, log: Reconciliation, *, views: frozenset[str] = FRONTAL_VIEWS) -> tuple[DatasetSpec, Iterable[Sample]]:
     require_dir(raw, DESCRIPTION)
     meta_path, label_path, split_path = (_table(raw, k) for k in ("metadata", "chexpert", "split"))

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+from xferscale.data.converters import register_converter
 from xferscale.data.records import DatasetSpec, PrepareError, Reconciliation, Sample
 
 from .common import carve_val, find_file, multi_hot, read_csv, read_lines
@@ -62,6 +63,7 @@ def _official_split(raw: Path) -> dict[str, str]:
     return split_of
 
 
+@register_converter(NAME, DESCRIPTION)
 def read(raw: Path, log: Reconciliation) -> tuple[DatasetSpec, Iterable[Sample]]:
     require_dir(raw, DESCRIPTION)
     table = find_file(raw, "Data_Entry_2017.csv", "Data_Entry_2017_v2020.csv")

@@ -4,7 +4,12 @@
 ImageID, ImageDir (the number of the zip it came in, i.e. its sub-folder), PatientID,
 Projection (PA, L, AP, AP_horizontal, COSTAL, EXCLUDE, UNK) and ``Labels``, a Python-list
 string of report findings (``"['pleural effusion', ' cardiomegaly']"``: terms may carry a
-leading blank, ``[]`` occurs, ``nan`` or a blank cell means the report was not labelled).
+leading blank; ``nan`` or a blank cell means the report was not labelled, and a list without
+a non-blank term, ``['']`` in the release, is a blank label too: both are skipped).
+
+Views: the paper's PadChest configs (``configs/finetune/padchest.yaml``,
+``configs/padchest_bit152x4.yaml``) keep PA, AP, AP Supine (the release's AP_horizontal),
+L and COSTAL; EXCLUDE and UNK rows are skipped.
 
 The classes are the 27 pathologies of the paper's PadChest loader (torchxrayvision's list
 without "Tube"); a pathology is positive when a finding term contains its name or one of
@@ -18,6 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from xferscale.data.converters import register_converter
 from xferscale.data.records import DatasetSpec, PrepareError, Reconciliation, Sample
 
 from .common import TRAIN_VAL_TEST, assign_splits, find_file, multi_hot, read_csv, split_by_patient
@@ -31,6 +37,7 @@ CSV_NAMES = ("PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv",
              "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv.gz")
 COLUMNS = ("ImageID", "ImageDir", "PatientID", "Projection", "Labels")
 FRONTAL_PROJECTIONS = frozenset({"PA", "AP", "AP_horizontal"})
+PAPER_PROJECTIONS = FRONTAL_PROJECTIONS | {"L", "COSTAL"}
 
 PATHOLOGIES: tuple[str, ...] = tuple(sorted([
     "Air Trapping", "Aortic Atheromatosis", "Aortic Elongation", "Atelectasis", "Bronchiectasis",
@@ -121,7 +128,7 @@ def _image_file(raw: Path, image_dir: str, image_id: str) -> Path:
 
 
 def read_images(raw: Path, log: Reconciliation, name: str,
-                views: frozenset[str] | None = FRONTAL_PROJECTIONS) -> list[PadChestImage]:
+                views: frozenset[str] | None = PAPER_PROJECTIONS) -> list[PadChestImage]:
     """Every usable row of the PadChest CSV; each other row is logged as a skip."""
     require_dir(raw, DESCRIPTION)
     table = find_file(raw, *CSV_NAMES)
@@ -135,18 +142,20 @@ def read_images(raw: Path, log: Reconciliation, name: str,
             log.skip(ref, f"projection {projection or 'blank'} not in {'/'.join(sorted(views))}")
         elif not labels or labels.lower() == "nan":  # the release writes "nan" for unlabelled reports
             log.skip(ref, "no labels (blank Labels)")
+        elif not (findings := parse_findings(labels, f"{table} line {line}")):
+            log.skip(ref, f"blank label list {labels}")
         elif image_id in BROKEN_FILES:
             log.skip(ref, "known broken file")
         elif problem := image_problem(path):
             log.skip(ref, problem)
         else:
-            findings = parse_findings(labels, f"{table} line {line}")
             images.append(PadChestImage(path.relative_to(raw).as_posix(), path, row["PatientID"].strip(), findings))
     return images
 
 
+@register_converter(NAME, DESCRIPTION)
 def read(raw: Path, log: Reconciliation, *,
-         views: frozenset[str] | None = FRONTAL_PROJECTIONS) -> tuple[DatasetSpec, Iterable[Sample]]:
+         views: frozenset[str] | None = PAPER_PROJECTIONS) -> tuple[DatasetSpec, Iterable[Sample]]:
     images = read_images(raw, log, NAME, views)
     samples = [Sample(im.key, "", im.path, pathology_labels(im.findings), NAME, im.patient) for im in images]
     samples = list(nonempty(samples, raw))

@@ -1,44 +1,50 @@
-"""PadChest-Cl: the PadChest images whose report has exactly one finding, as a single-label
-(multiclass) task over the findings that occur (``normal`` included).
+"""PadChest-Cl: the PadChest images with exactly one of the 27 pathologies positive, as a
+single-label (multiclass) task over those pathologies, as the paper's code builds it
+(``finetune.py`` ``SingleLabelFromMultiLabel`` over ``transfer_learning/datasets/padchest.py``).
 
-Same raw layout and row filters as :mod:`padchest`; images with none or several findings
-are skipped, and so are those whose only term flags the image rather than a finding
-("exclude", "suboptimal study"). Splits are patient-level and stratified by class.
+Same raw layout, views and row filters as :mod:`padchest`. An image's 27-pathology vector
+is computed as for ``padchest`` (torchxrayvision's names and synonyms); images with none
+positive ("normal", or findings outside the 27) or with several are skipped, and the class
+is the one positive pathology. The classes are the pathologies that occur alone: on the
+real label table every one but Consolidation, whose own name and synonym also mark
+Infiltration, so it is never the only one (the code's 27th output never has a positive).
+Splits are patient-level and stratified by class (the code split per image, 90/10).
 """
 from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
 
-from xferscale.data.records import DatasetSpec, Reconciliation, Sample
+from xferscale.data.converters import register_converter
+from xferscale.data.records import POSITIVE, DatasetSpec, Reconciliation, Sample
 
 from .common import TRAIN_VAL_TEST, assign_splits, split_by_patient
 from .image_folders import nonempty
-from .padchest import FRONTAL_PROJECTIONS, read_images
 from .padchest import DESCRIPTION as _PADCHEST_LAYOUT
+from .padchest import PAPER_PROJECTIONS, PATHOLOGIES, pathology_labels, read_images
 
 NAME = "padchest_cl"
 DESCRIPTION = f"same as padchest: {_PADCHEST_LAYOUT}"
-NOT_FINDINGS = frozenset({"exclude", "suboptimal study"})
 
 
+@register_converter(NAME, DESCRIPTION)
 def read(raw: Path, log: Reconciliation, *,
-         views: frozenset[str] | None = FRONTAL_PROJECTIONS) -> tuple[DatasetSpec, Iterable[Sample]]:
-    single = []
+         views: frozenset[str] | None = PAPER_PROJECTIONS) -> tuple[DatasetSpec, Iterable[Sample]]:
+    single: list[tuple[Path, str, str, str]] = []  # key, path, patient, pathology
     for image in read_images(raw, log, NAME, views):
-        ref = f"{NAME}:{image.key}"
-        if len(image.findings) != 1:
-            log.skip(ref, "not exactly one finding")
-        elif image.findings[0] in NOT_FINDINGS:
-            log.skip(ref, f"only term {image.findings[0]!r} is not a finding")
+        positives = [p for p, v in zip(PATHOLOGIES, pathology_labels(image.findings)) if v == POSITIVE]
+        if len(positives) == 1:
+            single.append((image.key, image.path, image.patient, positives[0]))
         else:
-            single.append(image)
-    classes = tuple(sorted({im.findings[0] for im in single}))
+            log.skip(f"{NAME}:{image.key}", "none of the 27 pathologies" if not positives
+                     else "several of the 27 pathologies")
+    present = {pathology for *_, pathology in single}
+    classes = tuple(p for p in PATHOLOGIES if p in present)
     index = {name: i for i, name in enumerate(classes)}
-    samples = [Sample(im.key, "", im.path, (index[im.findings[0]],), NAME, im.patient) for im in single]
-    samples = list(nonempty(samples, raw))
+    samples = list(nonempty([Sample(key, "", path, (index[pathology],), NAME, patient)
+                             for key, path, patient, pathology in single], raw))
     # Stratify by class; a patient whose images differ in class counts under the first one.
-    first_class = {}
+    first_class: dict[str, int] = {}
     for s in samples:
         first_class.setdefault(s.patient, s.labels[0])
     splits = split_by_patient(first_class, TRAIN_VAL_TEST, strata=first_class)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from xferscale.data.converters import register_converter
 from xferscale.data.records import DatasetSpec, PrepareError, Reconciliation, Sample
 from xferscale.data_prep.image_folders import image_sample, nonempty
 from xferscale.data_prep.raw_files import require_dir, require_file
@@ -34,6 +35,7 @@ class _Entry:
     where: str  # "file:line", for skip references
 
 
+@register_converter(NAME, DESCRIPTION)
 def read(raw: Path, log: Reconciliation) -> tuple[DatasetSpec, Iterable[Sample]]:
     raw = Path(raw)
     images = require_dir(raw / "images", "the pet images <Breed>_<n>.jpg")

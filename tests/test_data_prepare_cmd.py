@@ -14,35 +14,39 @@ CSV_CONVERTER = '''
 """Test converter: labels.csv (file,label,split) next to an images/ folder."""
 import csv
 from pathlib import Path
+from xferscale.data.converters import ConverterOption, register_converter
 from xferscale.data.records import DatasetSpec, Sample
 
 NAME = "tinycsv"
 DESCRIPTION = "test images listed in labels.csv"
+SOURCES = {"a": "b"}  # a module constant of the converter's own: never read as the protocol
+NAMES = ConverterOption("names", ("short", "long"), "short", "class names")
 
-def read(raw, log):
-    spec = DatasetSpec(NAME, "multiclass", ("cat", "dog"))
+@register_converter(NAME, DESCRIPTION, options=(NAMES,))
+def read(raw, log, *, names="short"):
+    spec = DatasetSpec(NAME, "multiclass", ("cat", "dog") if names == "short" else ("felis", "canis"))
     def samples():
         with open(Path(raw) / "labels.csv", newline="") as f:
             for row in csv.DictReader(f):
                 log.row()
-                if row["label"] not in spec.classes:
+                if row["label"] not in ("cat", "dog"):
                     log.skip(row["file"], "unknown label")
                     continue
                 yield Sample(row["file"], row["split"], Path(raw) / "images" / row["file"],
-                             (spec.classes.index(row["label"]),), "tinycsv")
+                             (("cat", "dog").index(row["label"]),), "tinycsv")
     return spec, samples()
 '''
 
 MERGED_CONVERTER = '''
 from pathlib import Path
+from xferscale.data.converters import register_converter
 from xferscale.data.records import DatasetSpec, Sample
 
-NAME = "merged"
-DESCRIPTION = "two sources in one dataset"
 SOURCES = ("left", "right")
 
+@register_converter("merged", "two sources in one dataset", sources=SOURCES)
 def read(raw, log):
-    spec = DatasetSpec(NAME, "multiclass", SOURCES)
+    spec = DatasetSpec("merged", "multiclass", SOURCES)
     def samples():
         for c, source in enumerate(SOURCES):
             for path in sorted(Path(raw[source]).glob("*.jpg")):
@@ -58,7 +62,9 @@ def plugins(tmp_path, monkeypatch):
     folder.mkdir()
     (folder / "tinycsv.py").write_text(CSV_CONVERTER)
     (folder / "merged.py").write_text(MERGED_CONVERTER)
-    (folder / "helpers.py").write_text("X = 1\n")  # not a converter: ignored
+    # Looks like the old module protocol (NAME, DESCRIPTION, read, SOURCES) but registers nothing: ignored.
+    (folder / "helpers.py").write_text('NAME = "helpers"\nDESCRIPTION = "x"\nSOURCES = {"a": 1}\n'
+                                       'def read(raw, log):\n    raise AssertionError("not a converter")\n')
     monkeypatch.setattr(xferscale.data_prep, "__path__", [*xferscale.data_prep.__path__, str(folder)])
     yield
     import sys
@@ -96,6 +102,24 @@ def test_prepare_end_to_end(plugins, tmp_path, capsys):
     assert "class 'cat' has 4 samples, fewer than 5 shots" in capsys.readouterr().err
 
 
+def test_converter_options_reach_read_and_bad_ones_are_one_line(plugins, tmp_path, capsys):
+    _raw_csv(tmp_path / "raw")
+    base = ["prepare", "tinycsv", "--raw", str(tmp_path / "raw"), "--no-progress"]
+    assert main(base + ["--out", str(tmp_path / "o1"), "--names", "long"]) == 0
+    assert load_dataset_info(tmp_path / "o1").spec.classes == ("felis", "canis")
+    assert main(base + ["--out", str(tmp_path / "o2"), "--names", "medium"]) == 2
+    err = capsys.readouterr().err
+    assert "dataset 'tinycsv': --names 'medium' is not one of short, long" in err and "Traceback" not in err
+    assert main(base + ["--out", str(tmp_path / "o3"), "--split", "official"]) == 2
+    assert "dataset 'tinycsv' takes no --split" in capsys.readouterr().err
+    assert not (tmp_path / "o2").exists() and not (tmp_path / "o3").exists()
+
+
+def test_one_folder_converter_refuses_source_form(plugins, tmp_path, capsys):
+    assert main(["prepare", "tinycsv", "--raw", f"x={tmp_path}", "--out", str(tmp_path / "o")]) == 2
+    assert "takes one raw folder (--raw DIR), not SOURCE=DIR" in capsys.readouterr().err
+
+
 def test_prepare_multi_source(plugins, tmp_path):
     for side in ("left", "right"):
         (tmp_path / side).mkdir()
@@ -126,6 +150,7 @@ def test_help_lists_converters(plugins, capsys):
         main(["prepare", "--help"])
     text = capsys.readouterr().out
     assert "tinycsv" in text and "(sources: left, right)" in text and "helpers" not in text
+    assert "[--names short|long]" in text and "flowers102" in text and "[--split paper|official]" in text
 
 
 def test_prepare_real_converter_then_load(tmp_path):

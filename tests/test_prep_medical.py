@@ -171,16 +171,18 @@ def test_padchest_multilabel(tmp_path):
     spec, samples, log = convert(padchest, raw)
     assert len(spec.classes) == 27
     assert log.rows_read == len(layouts.PADCHEST_ROWS)
-    assert log.skip_reasons() == Counter({"projection L not in AP/AP_horizontal/PA": 1,
+    assert log.skip_reasons() == Counter({"projection EXCLUDE not in AP/AP_horizontal/COSTAL/L/PA": 1,
                                           "no labels (blank Labels)": 2, "known broken file": 1,
-                                          "image file missing": 1})
+                                          "image file missing": 1, "blank label list ['']": 1})
     s = {Path(x.key).name: x for x in samples}
     pos = lambda x: {c for c, v in zip(spec.classes, x.labels) if v == P}  # noqa: E731
     assert pos(s["a1_00-000-001.png"]) == {"Cardiomegaly", "Effusion"}  # ' pleural effusion' has a blank
     assert pos(s["a3_00-000-004.png"]) == {"Effusion"}
     assert pos(s["a4_00-000-005.png"]) == {"Infiltration"}  # synonym; 'NSG tube' is not a class
     assert pos(s["a2_00-000-003.png"]) == set() and U not in s["a2_00-000-003.png"].labels
-    assert pos(s["a5_00-000-006.png"]) == set()  # "[]" is an unremarkable report
+    assert "a5_00-000-006.png" not in s  # a blank label list is not an all-negative ("normal") image
+    assert pos(s["a1_00-000-002.png"]) == {"Cardiomegaly"} and pos(s["c1_00-000-020.png"]) == {"Fracture"}
+    assert pos(s["c3_00-000-022.png"]) == {"Consolidation", "Infiltration"}
     image = s["a1_00-000-001.png"].image
     assert image == raw / "0" / "a1_00-000-001.png" and Image.open(image).mode.startswith("I;16")
     assert s["a1_00-000-001.png"].patient == "pat01"
@@ -194,7 +196,7 @@ def test_padchest_flat_layout_and_all_views(tmp_path):
     for png in list(raw.glob("*/*.png")):
         png.rename(raw / png.name)
     _, samples, log = convert(padchest, raw, views=None)
-    assert "image file missing" in log.skip_reasons() and len(samples) == len(layouts.PADCHEST_ROWS) - 4
+    assert "image file missing" in log.skip_reasons() and len(samples) == len(layouts.PADCHEST_ROWS) - 5
     assert all(x.image.parent == raw for x in samples)
 
 
@@ -212,20 +214,50 @@ def test_padchest_named_errors(tmp_path):
         padchest.read(raw, Reconciliation())
 
 
-def test_padchest_cl_single_finding(tmp_path):
+def test_padchest_cl_exactly_one_pathology(tmp_path):
+    """The paper's SingleLabelFromMultiLabel: one of the 27 pathologies positive; 'normal' is dropped."""
     raw = layouts.padchest_raw(tmp_path)
     spec, samples, log = convert(padchest_cl, raw)
     assert spec.task == "multiclass"
-    assert spec.classes == ("loculated pleural effusion", "normal", "scoliosis")
+    assert spec.classes == ("Cardiomegaly", "Effusion", "Fracture", "Infiltration", "Scoliosis")
     reasons = log.skip_reasons()
-    assert reasons["not exactly one finding"] == 3  # two findings (x2) and "[]"
-    assert reasons["only term 'exclude' is not a finding"] == 1 and reasons["known broken file"] == 1
+    assert reasons["none of the 27 pathologies"] == 12  # 'normal' (x11) and 'exclude'
+    assert reasons["several of the 27 pathologies"] == 2  # cardiomegaly + effusion; consolidation
+    assert reasons["blank label list ['']"] == 1 and reasons["known broken file"] == 1
     s = {Path(x.key).name: x for x in samples}
-    assert s["a2_00-000-003.png"].labels == (spec.classes.index("normal"),)
-    assert s["b10_01-000-000.png"].labels == (spec.classes.index("scoliosis"),)  # ' scoliosis' stripped
+    assert s["a3_00-000-004.png"].labels == (spec.classes.index("Effusion"),)  # loculated pleural effusion
+    assert s["a4_00-000-005.png"].labels == (spec.classes.index("Infiltration"),)  # synonym; NSG tube is none
+    assert s["a1_00-000-002.png"].labels == (spec.classes.index("Cardiomegaly"),)  # lateral view kept
+    assert s["c1_00-000-020.png"].labels == (spec.classes.index("Fracture"),)  # COSTAL view kept
+    assert s["b10_01-000-000.png"].labels == (spec.classes.index("Scoliosis"),)  # ' scoliosis' stripped
+    assert "a2_00-000-003.png" not in s  # normal
     assert_patient_disjoint(samples)
     by_split = {split: {x.labels for x in samples if x.split == split} for split in ("train", "test")}
-    assert by_split["train"] >= {(1,), (2,)} and by_split["test"] >= {(1,), (2,)}  # stratified
+    scoliosis = (spec.classes.index("Scoliosis"),)
+    assert scoliosis in by_split["train"] and scoliosis in by_split["test"]  # stratified
+
+
+def test_padchest_cl_on_the_real_label_table(tmp_path):
+    """The real table that ships with torchxrayvision (no images): counts as the README states."""
+    import shutil
+
+    import torchxrayvision
+
+    table = Path(torchxrayvision.__file__).parent / "data" / layouts.PADCHEST_CSV_GZ
+    raw = tmp_path / "PadChest"
+    raw.mkdir()
+    shutil.copy(table, raw / table.name)
+    log = Reconciliation()
+    with pytest.MonkeyPatch.context() as mp:  # no images on disk: every row's image is taken as present
+        mp.setattr(padchest, "image_problem", lambda path: None)
+        spec, samples = padchest_cl.read(raw, log)
+    reasons = log.skip_reasons()
+    assert reasons["blank label list ['']"] == 777
+    assert len(samples) == 41540 and len(spec.classes) == 26 and "Consolidation" not in spec.classes
+    assert len({s.patient for s in samples}) == 21159
+    assert_patient_disjoint(samples)
+    test_classes = {s.labels[0] for s in samples if s.split == "test"}
+    assert test_classes == set(range(26))  # every class has test images: every AUC is defined
 
 
 # ---------------------------------------------------------------- COVIDx
@@ -286,9 +318,13 @@ def test_tuberculosis_file_name_labels_and_stratified_patient_split(tmp_path):
     assert s["ChinaSet_AllFiles/CXR_png/CHNCXR_0001_1.png"].labels == (1,)
     assert s["MontgomerySet/CXR_png/MCUCXR_0002_0.png"].labels == (0,)
     assert s["MontgomerySet/CXR_png/MCUCXR_0002_0.png"].patient == "MCUCXR_0002"
-    for split, n in {"train": 30, "val": 4, "test": 6}.items():
-        labels = Counter(x.labels for x in samples if x.split == split)
-        assert labels[(0,)] == labels[(1,)] == n // 2, (split, labels)
+    # 85 % train / 15 % test as the paper's code, stratified by set and label; no val split.
+    strata = Counter((x.source, x.labels, x.split) for x in samples)
+    assert {x.split for x in samples} == {"train", "test"}
+    for source in ("shenzhen", "montgomery"):
+        for label in ((0,), (1,)):
+            assert strata[(source, label, "train")] + strata[(source, label, "test")] == 10
+            assert strata[(source, label, "test")] in (1, 2), strata
     assert convert(tuberculosis, raw)[1] == samples
 
 
@@ -303,7 +339,7 @@ def test_tuberculosis_empty_folder_is_an_error(tmp_path):
 def test_concat_of_all_four_relabels_on_the_shared_classes(tmp_path):
     raws = {"chexpert": layouts.chexpert_raw(tmp_path), "mimic_cxr": layouts.mimic_raw(tmp_path),
             "nih": layouts.nih_raw(tmp_path), "padchest": layouts.padchest_raw(tmp_path)}
-    spec, samples, log = convert(chexpert_mimic_nih_padchest, raws)
+    spec, samples, log = convert(chexpert_mimic_nih_padchest.CONCAT, raws)
     assert spec.classes == ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Effusion", "Pneumonia",
                             "Pneumothorax")
     members = {name: convert(module, raws[name])[2] for name, module in
@@ -321,25 +357,27 @@ def test_concat_of_all_four_relabels_on_the_shared_classes(tmp_path):
     assert Counter(x.source for x in samples).keys() == {"chexpert", "mimic_cxr", "nih", "padchest"}
     assert [k.ref for k in log.skips if k.reason == "no known label among the shared classes"] == [
         "chexpert/train/patient00005/study1/view1_frontal.jpg"]
-    assert "chexpert/train.csv:CheXpert-v1.0-small/train/patient00001/study1/view2_lateral.jpg" in \
-        {k.ref for k in log.skips}
+    # The paper's config of this run keeps CheXpert's (and PadChest's) laterals; the smaller ones do not.
+    assert "chexpert/train/patient00001/study1/view2_lateral.jpg" in s
+    assert "padchest/0/a1_00-000-002.png" in s  # PadChest lateral
     assert_patient_disjoint(samples)
 
 
 def test_concat_of_two_keeps_their_common_classes_and_names_missing_raws(tmp_path):
     raws = {"chexpert": layouts.chexpert_raw(tmp_path), "mimic_cxr": layouts.mimic_raw(tmp_path)}
-    spec, samples, _ = convert(chexpert_mimic, raws)
+    spec, samples, _ = convert(chexpert_mimic.CONCAT, raws)
     assert len(spec.classes) == 13 and "Effusion" in spec.classes and "Support Devices" in spec.classes
     assert len(samples) == len(convert(chexpert, raws["chexpert"])[1]) + len(convert(mimic_cxr, raws["mimic_cxr"])[1])
+    assert "chexpert/train/patient00001/study1/view2_lateral.jpg" not in by_key(samples)
     with pytest.raises(PrepareError, match=r"no raw folder given for \['mimic_cxr'\]"):
-        chexpert_mimic.read({"chexpert": raws["chexpert"]}, Reconciliation())
+        chexpert_mimic.CONCAT.read({"chexpert": raws["chexpert"]}, Reconciliation())
 
 
 def test_concat_of_three_has_the_papers_seven_classes(tmp_path):
     raws = {"chexpert": layouts.chexpert_raw(tmp_path), "mimic_cxr": layouts.mimic_raw(tmp_path),
             "nih": layouts.nih_raw(tmp_path), "padchest": tmp_path / "unused"}
-    assert chexpert_mimic_nih.SOURCES == ("chexpert", "mimic_cxr", "nih")
-    spec, samples, _ = convert(chexpert_mimic_nih, raws)  # an extra raw folder is not read
+    assert chexpert_mimic_nih.CONCAT.sources == ("chexpert", "mimic_cxr", "nih")
+    spec, samples, _ = convert(chexpert_mimic_nih.CONCAT, raws)  # an extra raw folder is not read
     assert spec.classes == ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Effusion", "Pneumonia",
                             "Pneumothorax")
     assert {x.source for x in samples} == {"chexpert", "mimic_cxr", "nih"}

@@ -13,6 +13,9 @@ import pytest
 from PIL import Image
 from scipy.io import savemat
 
+from xferscale.cli import main
+from xferscale.data.converters import discover
+from xferscale.data.manifest import load_dataset_info
 from xferscale.data.records import PrepareError, Reconciliation
 from xferscale.data_prep import cifar10, cifar100, flowers102, imagenet1k, imagenet21k, pets
 
@@ -35,10 +38,10 @@ def write_image(path: Path, fmt: str = "JPEG", mode: str = "RGB", seed: int = 0)
     return path
 
 
-def run(module, raw: Path):
+def run(module, raw: Path, **options):
     """Run a converter to the end: (spec, samples, log), checking the reconciliation."""
     log = Reconciliation()
-    spec, samples = module.read(raw, log)
+    spec, samples = module.read(raw, log, **options)
     assert not isinstance(samples, (list, tuple)), "read() should stream, not build a list"
     samples = list(samples)
     assert log.rows_read == len(samples) + len(log.skips), "an item was dropped silently"
@@ -61,9 +64,9 @@ def by_split(samples) -> dict[str, list[str]]:
 @pytest.mark.parametrize("name", CONVERTERS)
 def test_converter_contract(name):
     module = importlib.import_module(f"xferscale.data_prep.{name}")
-    assert module.NAME == name
-    assert isinstance(module.DESCRIPTION, str) and module.DESCRIPTION and "\n" not in module.DESCRIPTION
-    assert callable(module.read)
+    converter = discover()[name]
+    assert converter.module == module.__name__ and converter.read is module.read and not converter.sources
+    assert converter.description and "\n" not in converter.description
 
 
 # ---------------------------------------------------------------- CIFAR
@@ -158,8 +161,8 @@ def flowers_raw(tmp_path):
     return tmp_path
 
 
-def test_flowers102_splits_and_labels(flowers_raw):
-    spec, samples, log = run(flowers102, flowers_raw)
+def test_flowers102_official_split(flowers_raw):
+    spec, samples, log = run(flowers102, flowers_raw, split="official")
     assert spec.classes == ("class_001", "class_002", "class_003")
     assert [(s.key, s.split, s.labels) for s in samples] == [
         ("image_00001", "train", (0,)), ("image_00002", "train", (1,)),
@@ -168,6 +171,21 @@ def test_flowers102_splits_and_labels(flowers_raw):
     assert log.rows_read == 6
     assert skips(log) == {"image_00004.jpg": "image file missing",
                           "image_00006.jpg": "image id in no split of setid.mat"}
+
+
+def test_flowers102_paper_split_is_the_default(flowers_raw, tmp_path):
+    """The paper's code trains on the official test set and tests on official train + val."""
+    _, samples, log = run(flowers102, flowers_raw)
+    assert [(s.key, s.split) for s in samples] == [
+        ("image_00001", "test"), ("image_00002", "test"), ("image_00003", "test"), ("image_00005", "train")]
+    assert skips(log)["image_00004.jpg"] == "image file missing"
+    out = tmp_path / "prepared"
+    assert main(["prepare", "flowers102", "--raw", str(flowers_raw), "--out", str(out), "--no-progress"]) == 0
+    assert {s: i.count for s, i in load_dataset_info(out).splits.items()} == {"train": 1, "test": 3}
+    assert main(["prepare", "flowers102", "--raw", str(flowers_raw), "--out", str(tmp_path / "o2"),
+                 "--split", "official", "--no-progress"]) == 0
+    assert {s: i.count for s, i in load_dataset_info(tmp_path / "o2").splits.items()} == {"train": 2, "val": 1,
+                                                                                          "test": 1}
 
 
 def test_flowers102_named_errors(flowers_raw):
@@ -180,7 +198,7 @@ def test_flowers102_named_errors(flowers_raw):
         flowers102.read(flowers_raw, Reconciliation())
     savemat(flowers_raw / "setid.mat", {"trnid": np.array([[1, 2]]), "valid": np.array([[2]]),
                                         "tstid": np.array([[3]])})
-    with pytest.raises(PrepareError, match=r"image id 2 is in both the train and the val split"):
+    with pytest.raises(PrepareError, match=r"image id 2 is in both 'trnid' and 'valid'"):
         flowers102.read(flowers_raw, Reconciliation())
     (flowers_raw / "imagelabels.mat").unlink()
     with pytest.raises(PrepareError, match=r"imagelabels.mat: missing file"):

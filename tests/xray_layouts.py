@@ -28,6 +28,7 @@ NIH_HEADER_2017 = ("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Ag
 NIH_HEADER_2020 = ("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Sex,View Position,"
                    "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]")
 PADCHEST_CSV = "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv"
+PADCHEST_CSV_GZ = PADCHEST_CSV + ".gz"
 PADCHEST_HEADER = ["", "ImageID", "ImageDir", "StudyDate_DICOM", "StudyID", "PatientID", "PatientBirth",
                    "PatientSex_DICOM", "ViewPosition_DICOM", "Projection", "MethodProjection", "Pediatric",
                    "Modality_DICOM", "Manufacturer_DICOM", "PhotometricInterpretation_DICOM",
@@ -158,12 +159,15 @@ PADCHEST_ROWS = [  # image id, ImageDir, patient, Projection, Labels cell
     ("a2_00-000-003.png", "0", "pat02", "PA", "['normal']"),
     ("a3_00-000-004.png", "1", "pat03", "AP_horizontal", "['loculated pleural effusion']"),
     ("a4_00-000-005.png", "1", "pat04", "AP", "['ground glass pattern', 'NSG tube']"),
-    ("a5_00-000-006.png", "1", "pat05", "PA", "[]"),
+    ("a5_00-000-006.png", "1", "pat05", "PA", "['']"),  # the release's blank label list (777 rows)
     ("a6_00-000-007.png", "1", "pat06", "PA", "nan"),
     ("a6_00-000-017.png", "1", "pat06", "PA", ""),
     (PADCHEST_BROKEN, "1", "pat07", "PA", "['normal']"),
     ("a8_00-000-009.png", "1", "pat08", "PA", "['exclude']"),
     ("a9_00-000-010.png", "1", "pat09", "PA", "['pneumonia']"),  # file missing
+    ("c1_00-000-020.png", "1", "pat30", "COSTAL", "['fracture']"),
+    ("c2_00-000-021.png", "1", "pat31", "EXCLUDE", "['normal']"),
+    ("c3_00-000-022.png", "1", "pat32", "PA", "['consolidation']"),  # Consolidation and Infiltration
     *((f"b{i:02d}_01-000-000.png", "2", f"pat{i:02d}", "PA", "['normal']" if i % 2 else "[' scoliosis']")
       for i in range(10, 30)),
 ]

@@ -1,6 +1,6 @@
 """``xferscale prepare``: convert a raw dataset into shards, or write few-shot subsets.
 
-    xferscale prepare DATASET --raw DIR --out DIR [--shard-size N] [--no-progress]
+    xferscale prepare DATASET --raw DIR --out DIR [--shard-size N] [--no-progress] [converter options]
     xferscale prepare DATASET --raw SOURCE=DIR --raw SOURCE=DIR ... --out DIR
     xferscale prepare fewshot --dataset DIR --shots 1,5,10 --seeds 0-4
 """
@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from xferscale.data.converters import discover, resolve_raw
+from xferscale.data.converters import all_options, discover, resolve_raw
 from xferscale.data.fewshot import fewshot_keys, write_subset
 from xferscale.data.manifest import load_dataset_info
 from xferscale.data.records import PrepareError, Reconciliation
@@ -38,16 +38,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, help="output folder of the prepared dataset")
     parser.add_argument("--shard-size", type=int, default=1000, help="samples per tar shard (default 1000)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    converters = discover()
     few = parser.add_argument_group(f"{FEWSHOT} subsets")
     few.add_argument("--dataset", dest="prepared", type=Path, metavar="DIR", help="prepared dataset folder")
-    few.add_argument("--split", default="train", help="split to draw from (default train)")
     few.add_argument("--shots", type=_int_list, help="examples per class, e.g. 1,5,10")
     few.add_argument("--seeds", type=_int_list, default=[0], help="seeds, e.g. 0-4 (default 0)")
+    # Converter options; --split is shared with the few-shot subsets (the split to draw from).
+    flags = all_options(converters.values())
+    flags.setdefault("split", [])
+    group = parser.add_argument_group("converter options (and --split of fewshot: the split to draw from, default train)")
+    for flag, owners in sorted(flags.items()):
+        helps = "; ".join(f"{c.name}: {o.help} (choices {', '.join(o.choices)}; default {o.default})"
+                          for c in owners for o in c.options if o.flag == flag)
+        group.add_argument(f"--{flag}", dest=f"option_{flag}", default=None, help=helps or None)
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = "datasets:\n" + "\n".join(
         f"  {c.name:<16} {c.description}" + (f" (sources: {', '.join(c.sources)})" if c.sources else "")
-        for c in discover().values()
+        + "".join(f" [--{o.flag} {'|'.join(o.choices)}]" for o in c.options)
+        for c in converters.values()
     )
+
+
+def _option_values(args: argparse.Namespace) -> dict[str, str | None]:
+    prefix = "option_"
+    return {k[len(prefix):]: v for k, v in vars(args).items() if k.startswith(prefix)}
 
 
 def _convert(args: argparse.Namespace) -> int:
@@ -59,7 +73,7 @@ def _convert(args: argparse.Namespace) -> int:
     converter = converters[args.dataset]
     raw = resolve_raw(converter, args.raw)
     log = Reconciliation()
-    spec, samples = converter.read(raw, log)
+    spec, samples = converter.convert(raw, log, _option_values(args))
     marker = write_dataset(spec, samples, args.out, log, shard_size=args.shard_size, progress=not args.no_progress)
     print(f"wrote {marker.parent}")
     return 0
@@ -68,14 +82,15 @@ def _convert(args: argparse.Namespace) -> int:
 def _fewshot(args: argparse.Namespace) -> int:
     if args.prepared is None or not args.shots:
         raise PrepareError(f"prepare {FEWSHOT} needs --dataset DIR and --shots K[,K...]")
+    split = args.option_split or "train"
     info = load_dataset_info(args.prepared)
-    rows = info.manifest(args.split)
+    rows = info.manifest(split)
     for k in args.shots:
         for seed in args.seeds:
             try:
                 keys = fewshot_keys(rows, k, seed, task=info.spec.task, classes=info.spec.classes)
             except ValueError as err:
-                raise PrepareError(f"{info.spec.name} {args.split}, {k}-shot: {err}") from err
+                raise PrepareError(f"{info.spec.name} {split}, {k}-shot: {err}") from err
             print(f"{write_subset(info.root, k, seed, keys)}: {len(keys)} keys")
     return 0
 

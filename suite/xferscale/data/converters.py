@@ -1,9 +1,15 @@
-"""Discovery of dataset converters: the modules of :mod:`xferscale.data_prep`.
+"""The registry of dataset converters, one registration per converter (as timm registers
+its models).
 
-A converter module defines ``NAME: str``, ``DESCRIPTION: str`` and
-``read(raw, log) -> (DatasetSpec, Iterable[Sample])``. A derived dataset built from
-several raw datasets also defines ``SOURCES: tuple[str, ...]``; its ``read`` then gets a
-``dict`` mapping each source name to its raw folder.
+A converter module in :mod:`xferscale.data_prep` decorates its reader::
+
+    @register_converter("flowers102", DESCRIPTION, options=(SPLIT_OPTION,))
+    def read(raw: Path, log: Reconciliation, *, split: str = "paper") -> tuple[DatasetSpec, Iterable[Sample]]:
+
+``read(raw, log, **options)`` returns the spec and the samples. A derived dataset built
+from several raw datasets declares ``sources``; its ``read`` then gets a ``dict`` mapping
+each source name to its raw folder. Declared options become ``xferscale prepare`` flags.
+Only registrations count: a module's own constants are never read as the protocol.
 """
 from __future__ import annotations
 
@@ -12,14 +18,23 @@ import pkgutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping
 
 from xferscale.data.records import DatasetSpec, PrepareError, Reconciliation, Sample
 from xferscale.data_prep.raw_files import require_dir
 
 PACKAGE = "xferscale.data_prep"
-ReadFn = Callable[[Path | dict[str, Path], Reconciliation], tuple[DatasetSpec, Iterable[Sample]]]
+ReadFn = Callable[..., tuple[DatasetSpec, Iterable[Sample]]]
+
+
+@dataclass(frozen=True)
+class ConverterOption:
+    """A choice a converter offers, given as ``xferscale prepare NAME --FLAG VALUE``."""
+
+    flag: str  # the command-line flag without dashes, also the keyword ``read`` receives
+    choices: tuple[str, ...]
+    default: str
+    help: str
 
 
 @dataclass(frozen=True)
@@ -28,34 +43,70 @@ class Converter:
     description: str
     read: ReadFn
     sources: tuple[str, ...] = ()  # empty: one raw folder
+    options: tuple[ConverterOption, ...] = ()
+    module: str = ""
 
-    @classmethod
-    def from_module(cls, module: ModuleType) -> "Converter | None":
-        name, description, read = (getattr(module, a, None) for a in ("NAME", "DESCRIPTION", "read"))
-        if not (isinstance(name, str) and isinstance(description, str) and callable(read)):
-            return None
-        return cls(name, description, read, tuple(getattr(module, "SOURCES", ())))
+    def option_values(self, given: Mapping[str, str | None]) -> dict[str, str]:
+        """The keyword arguments of ``read``: each declared option, given or its default."""
+        values = {}
+        for option in self.options:
+            value = given.get(option.flag) or option.default
+            if value not in option.choices:
+                raise PrepareError(f"dataset {self.name!r}: --{option.flag} {value!r} is not one of "
+                                   f"{', '.join(option.choices)}")
+            values[option.flag] = value
+        declared = {o.flag for o in self.options}
+        unused = sorted(f for f, v in given.items() if v is not None and f not in declared)
+        if unused:
+            raise PrepareError(f"dataset {self.name!r} takes no --{', --'.join(unused)}")
+        return values
+
+    def convert(self, raw: Path | dict[str, Path], log: Reconciliation,
+                given: Mapping[str, str | None] | None = None) -> tuple[DatasetSpec, Iterable[Sample]]:
+        return self.read(raw, log, **self.option_values(given or {}))
+
+
+_REGISTRY: dict[str, Converter] = {}
+
+
+def register_converter(name: str, description: str, *, sources: Iterable[str] = (),
+                       options: Iterable[ConverterOption] = ()) -> Callable[[ReadFn], ReadFn]:
+    """Decorator: register ``read`` as the converter ``name``; a second module using the
+    same name is an error (re-importing the same module is not)."""
+    def decorate(read: ReadFn) -> ReadFn:
+        converter = Converter(name, description, read, tuple(sources), tuple(options), read.__module__)
+        known = _REGISTRY.get(name)
+        if known is not None and known.module != converter.module:
+            raise PrepareError(f"two converter modules register {name!r}: {known.module} and {converter.module}")
+        _REGISTRY[name] = converter
+        return read
+    return decorate
 
 
 def discover(package: str = PACKAGE) -> dict[str, Converter]:
-    """Every converter in ``package`` by NAME; a module that fails to import is reported
-    on stderr and left out, so one broken converter does not disable the others."""
+    """Every converter registered by the modules of ``package``, by name. A module that fails
+    to import is reported on stderr and left out, so one broken converter does not disable
+    the others."""
     pkg = importlib.import_module(package)
-    found: dict[str, Converter] = {}
     for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda i: i.name):
         if info.name.startswith("_"):
             continue
         try:
-            module = importlib.import_module(f"{package}.{info.name}")
+            importlib.import_module(f"{package}.{info.name}")
         except Exception as err:  # noqa: BLE001 - any import failure of a plug-in module
             print(f"warning: converter module {package}.{info.name} cannot be imported: {err}", file=sys.stderr)
-            continue
-        converter = Converter.from_module(module)
-        if converter is not None:
-            if converter.name in found:
-                raise PrepareError(f"two converter modules define NAME = {converter.name!r}")
-            found[converter.name] = converter
-    return found
+    prefix = f"{package}."
+    return {name: c for name, c in sorted(_REGISTRY.items())
+            if c.module.startswith(prefix) and c.module in sys.modules}
+
+
+def all_options(converters: Iterable[Converter]) -> dict[str, list[Converter]]:
+    """Option flag -> the converters declaring it (for the command line's help)."""
+    flags: dict[str, list[Converter]] = {}
+    for converter in converters:
+        for option in converter.options:
+            flags.setdefault(option.flag, []).append(converter)
+    return flags
 
 
 def resolve_raw(converter: Converter, raw: list[str]) -> Path | dict[str, Path]:
@@ -63,6 +114,9 @@ def resolve_raw(converter: Converter, raw: list[str]) -> Path | dict[str, Path]:
     if not converter.sources:
         if len(raw) != 1:
             raise PrepareError(f"dataset {converter.name!r} takes exactly one --raw DIR, got {raw or 'none'}")
+        if "=" in raw[0] and not Path(raw[0]).exists():
+            raise PrepareError(f"dataset {converter.name!r} takes one raw folder (--raw DIR), not "
+                               f"SOURCE=DIR: {raw[0]!r}")
         return _existing_dir(Path(raw[0]), converter.name)
     given: dict[str, Path] = {}
     for item in raw:
