@@ -97,11 +97,15 @@ def test_fewshot_and_oversampling(tmp_path, backend):
     assert few.num_samples == 6 and len(few) == 2
     labels = [t for _, y in few.epoch(0) for t in y.tolist()]
     assert Counter(labels) == {0: 2, 1: 2, 2: 2}
-    # a set smaller than one batch is repeated (reshuffled) within the epoch
+    # a set smaller than one batch: each epoch is one full batch drawn with replacement (as BiT)
     big_batch = loader(tmp_path / "ds", backend, train=True, batch_size=10, fewshot=2, fewshot_seed=1)
-    assert big_batch.num_samples == 12 and len(big_batch) == 1
+    assert big_batch.num_samples == 10 and len(big_batch) == 1
     (images, targets), = list(big_batch.epoch(0))
-    assert len(targets) == 10 and max(Counter(targets.tolist()).values()) <= 4
+    assert len(targets) == 10 and set(targets.tolist()) <= {0, 1, 2}
+    draws = [big_batch.view.plan.epoch_list(e, True) for e in range(4)]
+    assert all(set(d) <= set(big_batch.view.plan.base) for d in draws)
+    assert any(len(set(d)) < len(d) for d in draws)  # with replacement: repeats within an epoch
+    assert not all((d == draws[0]).all() for d in draws[1:])  # a fresh draw per epoch
     over = loader(tmp_path / "ds", backend, train=True, batch_size=6, oversample=True)
     assert over.num_samples == 18 == 6 * len(over)  # 3 classes x ceil(18 / 3)
     counts = Counter(t for _, y in over.epoch(0) for t in y.tolist())

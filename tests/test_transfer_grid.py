@@ -53,6 +53,26 @@ def test_grid_writes_one_record_per_run_and_a_restart_repeats_none(pretrained, t
     assert len(redo.ran) == 1 and store.load(redo.ran[0].key).config["settings"]["base_lr"] == 0.002
 
 
+def test_more_shots_than_a_class_has_is_recorded_infeasible_and_the_grid_goes_on(pretrained, tmp_path):
+    from xferscale.report.aggregate import aggregate
+    from xferscale.report.tables import cell_text
+
+    target = tensor_target(per_class=6)
+    store = ResultStore(tmp_path)
+    out = run_grid(pretrained, target, [5, 10], [0, 1], FAST, store, CPU, log=quiet)
+    assert len(out.ran) == 4
+    records = {(r.shots, r.seed): r for r in store.records()}
+    assert all(records[(5, s)].infeasible is None and records[(5, s)].value is not None for s in (0, 1))
+    for s in (0, 1):
+        r = records[(10, s)]
+        assert r.value is None and r.steps == 0 and "class '0' has 6 samples, fewer than 10 shots" in r.infeasible
+    again = run_grid(pretrained, target, [5, 10], [0, 1], FAST, store, CPU, log=quiet)
+    assert not again.ran and len(again.skipped) == 4  # an infeasible cell is not retried
+    cell = aggregate(store.records())[("synth", "tiny", "synth", 10)]
+    assert cell.infeasible and cell.mean is None and cell.seeds == [0, 1]
+    assert cell_text(cell, 2).startswith("infeasible (") and "fewer than 10 shots" in cell_text(cell, 2)
+
+
 class Interrupted(Exception):
     pass
 

@@ -39,14 +39,21 @@ def test_single_label_task_is_scored_one_against_rest_like_sklearn():
     assert ours == pytest.approx(ref)
 
 
-def test_label_with_one_class_makes_the_mean_undefined():
-    scores = np.array([[0.1, 0.5], [0.9, 0.4], [0.3, 0.6]])
-    targets = np.array([[0, 1], [1, 1], [0, -1]])  # label 1 is all positive (or unknown)
-    result = mean_roc_auc(scores, targets, ["x", "y"])
-    assert result.value is None and not result.defined
+def test_mean_over_defined_labels_lists_the_undefined_ones():
+    """As the paper's code (np.nanmean): a one-class label is left out of the mean, and named."""
+    scores = np.array([[0.1, 0.5, 0.2], [0.9, 0.4, 0.1], [0.3, 0.6, 0.7], [0.8, 0.2, 0.3]])
+    targets = np.array([[0, 1, 0], [1, 1, 1], [0, -1, 0], [0, 1, 1]])  # label y is all positive (or unknown)
+    result = mean_roc_auc(scores, targets, ["x", "y", "z"])
     assert result.undefined_labels == ["y"] and result.per_label["y"] is None
-    assert result.mean_of_defined == pytest.approx(100.0)
-    assert evaluate("auc", scores, targets).to_dict()["value"] is None
+    x = roc_auc_score([0, 1, 0, 0], scores[:, 0]) * 100
+    z = roc_auc_score([0, 1, 0, 1], scores[:, 2]) * 100
+    assert result.value == pytest.approx((x + z) / 2) and result.defined
+    assert evaluate("auc", scores, targets).to_dict()["undefined_labels"] == ["1"]
+
+
+def test_mean_is_undefined_only_when_no_label_is_defined():
+    result = mean_roc_auc(np.array([[0.2], [0.7]]), np.array([[1], [1]]), ["x"])
+    assert result.value is None and not result.defined and result.undefined_labels == ["x"]
 
 
 def test_shape_errors_are_named():

@@ -68,10 +68,29 @@ def test_train_batches_apply_bit_transforms_and_resume_exactly():
 def test_oversampled_target_balances_full_shot_only():
     target = tensor_target(oversample=True)
     target.train_targets[:4] = 0  # make class 0 the majority
-    rule = hyperrule(18, (8, 8), crop=8)
+    rule = hyperrule(18, (8, 8), crop=8, batch_size=6)
     labels = torch.cat([y for _, y in target.train_batches(FULL, 0, rule, CPU).epoch(0)])
     assert torch.bincount(labels).tolist() == [6, 6, 6]
     assert not target.train_batches(2, 0, rule, CPU).oversample
+
+
+def test_fewshot_set_smaller_than_a_batch_draws_full_batches_with_replacement():
+    """BiT and the paper's code: RandomSampler(replacement=True, num_samples=batch)."""
+    target = tensor_target()  # 1-shot: 3 images
+    rule = hyperrule(3, (8, 8), crop=8)  # batch 128
+    batches = target.train_batches(1, 0, rule, CPU)
+    epochs = [list(batches.epoch(e)) for e in range(3)]
+    assert len(batches) == 1 and all(len(e) == 1 and len(e[0][1]) == 128 for e in epochs)
+    assert sorted(set(epochs[0][0][1].tolist())) == [0, 1, 2]
+    assert not torch.equal(epochs[0][0][0], epochs[1][0][0])  # a fresh draw and augmentation per epoch
+    again = list(target.train_batches(1, 0, rule, CPU).epoch(1))
+    assert torch.equal(again[0][0], epochs[1][0][0])  # a pure function of (seed, epoch): exact resume
+
+
+def test_fewshot_problem_names_the_class():
+    target = tensor_target(per_class=6)
+    assert target.fewshot_problem(5, 0) is None and target.fewshot_problem(FULL, 0) is None
+    assert "has 6 samples, fewer than 10 shots" in target.fewshot_problem(10, 0)
 
 
 def test_prepared_target_names_what_is_missing(tmp_path):
@@ -112,6 +131,7 @@ def test_prepared_target_reads_few_shot_subsets_through_the_loader(tmp_path):
     rule = hyperrule(6, (20, 24), crop=8, batch_size=128)
     batches = target.train_batches(3, 0, rule, CPU)
     images, labels = next(iter(batches.epoch(0)))
-    assert images.shape == (6, 3, 8, 8) and sorted(labels.tolist()) == [0, 0, 0, 1, 1, 1]
+    assert images.shape == (128, 3, 8, 8) and set(labels.tolist()) == {0, 1}  # drawn with replacement
+    assert target.fewshot_problem(3, 0) is None and "fewer than 5 shots" in target.fewshot_problem(5, 0)
     test = torch.cat([y for _, y in target.test_batches(rule, 3, CPU).epoch(0)])
     assert sorted(test.tolist()) == [0, 0, 1, 1]

@@ -1,9 +1,10 @@
 """Evaluation metrics of the study: top-1 accuracy and mean ROC-AUC over labels.
 
 ROC-AUC is undefined for a label whose test targets hold a single class. Such a label is
-reported as undefined (``None``) rather than as a number, and so is the mean over labels
-when any label is undefined; the mean over the defined labels is kept beside it, with the
-names of the labels left out, so a reader can still use it knowingly.
+reported as undefined (``None``) rather than as a number; the mean is taken over the labels
+whose AUC is defined (as the paper's code, ``np.nanmean`` in ``finetune.py`` ``log_eval``),
+and the labels it leaves out are listed beside it (``undefined_labels``), never hidden. The
+mean itself is undefined only when no label is.
 """
 from __future__ import annotations
 
@@ -29,8 +30,7 @@ class MetricResult:
     name: str  # "acc" or "auc", the keys of paper.yaml
     value: float | None  # in percent, as the paper reports
     per_label: dict[str, float | None] = field(default_factory=dict)
-    undefined_labels: list[str] = field(default_factory=list)
-    mean_of_defined: float | None = None
+    undefined_labels: list[str] = field(default_factory=list)  # left out of ``value``
     num_samples: int = 0
 
     @property
@@ -43,7 +43,6 @@ class MetricResult:
             "value": self.value,
             "per_label": self.per_label,
             "undefined_labels": self.undefined_labels,
-            "mean_of_defined": self.mean_of_defined,
             "num_samples": self.num_samples,
         }
 
@@ -90,15 +89,12 @@ def mean_roc_auc(scores: Any, targets: Any, label_names: Sequence[str] | None = 
             per_label[name] = None
             continue
         per_label[name] = float(roc_auc_score(y, s[known, j]) * 100.0)
-    undefined = [n for n, v in per_label.items() if v is None]
     defined = [v for v in per_label.values() if v is not None]
-    mean_defined = float(np.mean(defined)) if defined else None
     return MetricResult(
         "auc",
-        value=None if undefined else mean_defined,
+        value=float(np.mean(defined)) if defined else None,
         per_label=per_label,
-        undefined_labels=undefined,
-        mean_of_defined=mean_defined,
+        undefined_labels=[n for n, v in per_label.items() if v is None],
         num_samples=len(s),
     )
 

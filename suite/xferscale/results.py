@@ -98,7 +98,9 @@ class RunKey:
 
 @dataclass
 class ResultRecord:
-    """One finished run. ``value`` is ``None`` when the metric is undefined on the test set."""
+    """One finished run. ``value`` is ``None`` when the metric is undefined on the test set, or
+    when the run cannot exist: ``infeasible`` then says why (a class with fewer than ``shots``
+    examples); such a record is kept so the grid does not try the run again."""
 
     source: str
     model: str
@@ -112,6 +114,7 @@ class ResultRecord:
     config_hash: str
     config: dict[str, Any] = field(default_factory=dict)
     detail: dict[str, Any] = field(default_factory=dict)  # per-label AUCs, undefined labels, ...
+    infeasible: str | None = None
     schema: int = SCHEMA_VERSION
 
     @property
@@ -133,6 +136,8 @@ class ResultRecord:
             raise ResultError(f"{where}: shots must be a positive integer or 'full', got {shots!r}")
         if data["value"] is not None and not isinstance(data["value"], (int, float)):
             raise ResultError(f"{where}: value must be a number or null, got {data['value']!r}")
+        if data.get("infeasible") is not None and data["value"] is not None:
+            raise ResultError(f"{where}: an infeasible run has no value, got {data['value']!r}")
         return cls(**data)
 
 

@@ -117,8 +117,8 @@ def run(args: argparse.Namespace) -> int:
         if device.type == "cpu" and threads:
             torch.set_num_threads(threads)
         if rank == 0:
-            full_rule = settings.rule_for(target.train_size("full", 0), target.spec.image_size)
-            paper_rule = FineTuneSettings().rule_for(full_rule.train_size, target.spec.image_size)
+            full_rule = settings.rule_for(target.train_size("full", 0), target.spec)
+            paper_rule = FineTuneSettings().rule_for(full_rule.train_size, target.spec)
             print(f"transfer {pretrained.model_name} / {pretrained.source} ({args.checkpoint}) -> {target.spec.name} "
                   f"[{target.spec.metric}], shots {shots_text}, seeds {seeds_text}, results in {args.results}/")
             if scale != 1.0 or crop is not None:
@@ -150,11 +150,11 @@ def run(args: argparse.Namespace) -> int:
 def _grid_table(records, seeds) -> str:
     """The grid of this run as a Markdown table: one row per shots value, mean ± std [seeds]."""
     from xferscale.report.aggregate import aggregate
+    from xferscale.report.tables import cell_text
 
     cells = aggregate(records)
-    lines = ["| source / model -> target | shots | metric | mean ± std | seeds |", "|---|---|---|---|---|"]
+    lines = ["| source / model -> target | shots | metric | mean ± std [seeds] |", "|---|---|---|---|"]
     for (source, model, target, shots), c in sorted(cells.items(), key=lambda kv: (kv[0][:3], shots_sort_key(kv[0][3]))):
-        value = "undefined" if c.mean is None else f"{c.mean:.2f}" + (f" ± {c.std:.2f}" if c.std is not None else "")
-        lines.append(f"| {source} / {model} -> {target} | {shots} | {c.metric} | {value} | {len(c.seeds)}/{len(seeds)} |")
+        lines.append(f"| {source} / {model} -> {target} | {shots} | {c.metric} | {cell_text(c, len(seeds))} |")
     return "\n".join(lines)
 

@@ -165,7 +165,7 @@ class DaliBatches(PreparedBatches):
         plan, train = self.view.plan, self.view.train
         natural = (
             not plan.excluded and len(plan.base) == len(plan.samples)
-            and not (train and (plan.oversample or plan.passes > 1))
+            and not (train and (plan.oversample or plan.draws))
         )
         if natural:
             order = epoch_permutation(len(plan.shards), plan.seed, epoch) if train else range(len(plan.shards))

@@ -8,8 +8,9 @@ epoch (``data.oversample``). Epoch lists are pure functions of ``(seed, epoch)``
 (:mod:`xferscale.data.sampling`), identical on every rank.
 
 Length contract (equal on every rank, so DDP never waits on a rank that ran out; a
-training set smaller than one global batch, e.g. a few-shot subset, is repeated with a
-fresh shuffle per pass until an epoch holds at least one global batch):
+training set smaller than one global batch, e.g. a few-shot subset, gives epochs of exactly
+one global batch drawn from it with replacement, as BiT's and the paper's fine-tuning
+loaders do with ``RandomSampler(replacement=True, num_samples=batch)``):
 training drops the remainder, ``len = (samples // world_size) // batch_size``; evaluation
 reads every sample exactly once, rank ``r`` taking DALI's shard range, with a partial last
 batch.
@@ -57,7 +58,7 @@ class SplitPlan:
     seed: int
     oversample: bool
     excluded: set[int] = field(default_factory=set)  # corrupt samples, skipped
-    passes: int = 1  # training passes over the set per epoch (few-shot sets < one global batch)
+    draws: int = 0  # > 0: a training epoch is this many samples drawn with replacement
 
     @property
     def task(self) -> str:
@@ -74,7 +75,7 @@ class SplitPlan:
         return len(self.base)
 
     def epoch_size(self, train: bool) -> int:
-        return self.pass_size(train) * (self.passes if train else 1)
+        return self.draws if train and self.draws else self.pass_size(train)
 
     def _pass(self, number: int) -> np.ndarray:
         if self.oversample:
@@ -84,13 +85,15 @@ class SplitPlan:
     def epoch_list(self, epoch: int, train: bool) -> np.ndarray:
         """Global sample indices of one epoch, before splitting across ranks.
 
-        A training epoch is ``passes`` reshuffled passes over the set (one, unless the set
-        is smaller than one global batch, as few-shot sets are). Corrupt samples found so
-        far are left out; in training their places are refilled from the start of the
-        list, so the epoch length (and thus ``len``) does not change.
+        A training epoch is one reshuffled pass over the set, or, for a set smaller than one
+        global batch (``draws``), that many samples drawn with replacement. Corrupt samples
+        found so far are left out; in training their places are refilled from the start of
+        the list, so the epoch length (and thus ``len``) does not change.
         """
-        if train:
-            order = np.concatenate([self._pass(epoch * self.passes + p) for p in range(self.passes)])
+        if train and self.draws:
+            order = self.base[np.random.default_rng([self.seed, epoch, 2]).integers(0, len(self.base), self.draws)]
+        elif train:
+            order = self._pass(epoch)
         else:
             order = self.base
         if self.excluded:
@@ -216,8 +219,8 @@ def build_prepared_loader(
     count is the loader's ``num_classes`` attribute and the trainer checks the two agree.
     """
     plan = load_plan(cfg, seed)
-    if train:  # a set smaller than one global batch is repeated within the epoch
-        plan.passes = max(1, math.ceil(batch_size * world_size / plan.pass_size(train)))
+    if train and plan.pass_size(train) < batch_size * world_size:  # e.g. a few-shot subset
+        plan.draws = batch_size * world_size
     view = RankView(plan, batch_size, rank, world_size, train)
     device = torch.device(device)
     if cfg.backend == "dali":

@@ -3,6 +3,9 @@
 The standard deviation is the sample one (ddof=1), undefined for a single seed. A seed
 whose metric was undefined on the test set (``value`` null) is counted apart and left out
 of the mean, so a cell says both how many seeds it has and how many of them are numbers.
+A mean ROC-AUC is over the labels whose AUC is defined; the cell lists the labels left out
+by any seed. A cell whose runs cannot exist (``k`` shots of a class with fewer examples) is
+infeasible, with the reason.
 """
 from __future__ import annotations
 
@@ -25,6 +28,8 @@ class Cell:
     seeds: list[int] = field(default_factory=list)  # seeds with a record
     values: list[float] = field(default_factory=list)  # defined values, in seed order
     undefined_seeds: list[int] = field(default_factory=list)
+    undefined_labels: list[str] = field(default_factory=list)  # left out of some seed's mean AUC
+    infeasible: str | None = None  # why the runs of this cell cannot exist
 
     @property
     def n(self) -> int:
@@ -59,10 +64,15 @@ def aggregate(records: Iterable[ResultRecord]) -> dict[CellKey, Cell]:
         if cell.metric != r.metric:
             raise ResultError(f"{r.key}: metric {r.metric!r} differs from the other seeds' {cell.metric!r}")
         cell.seeds.append(r.seed)
-        if r.value is None:
+        if r.infeasible is not None:
+            cell.infeasible = cell.infeasible or r.infeasible
+        elif r.value is None:
             cell.undefined_seeds.append(r.seed)
         else:
             cell.values.append(float(r.value))
+        for label in r.detail.get("undefined_labels") or ():
+            if label not in cell.undefined_labels:
+                cell.undefined_labels.append(label)
     return cells
 
 

@@ -41,7 +41,8 @@ def _sizes(records: Sequence[ResultRecord]) -> tuple[dict[str, float], dict[str,
 
 
 def _seed_summary(cells: dict, expected: Sequence[int]) -> str:
-    incomplete = [c for c in cells.values() if c.missing_seeds(expected) or c.undefined_seeds]
+    incomplete = [c for c in cells.values()
+                  if c.missing_seeds(expected) or c.undefined_seeds or c.undefined_labels or c.infeasible]
     lines = [f"Expected seeds: {', '.join(map(str, expected))}. "
              f"{len(cells) - len(incomplete)} of {len(cells)} cells have all of them, each a number."]
     for c in sorted(incomplete, key=lambda c: (c.source, c.model, c.target, shots_sort_key(c.shots))):
@@ -50,6 +51,10 @@ def _seed_summary(cells: dict, expected: Sequence[int]) -> str:
             notes.append("missing seeds " + ", ".join(map(str, c.missing_seeds(expected))))
         if c.undefined_seeds:
             notes.append("metric undefined for seeds " + ", ".join(map(str, c.undefined_seeds)))
+        if c.undefined_labels:
+            notes.append("mean AUC without the labels whose AUC is undefined: " + ", ".join(c.undefined_labels))
+        if c.infeasible:
+            notes.append(f"infeasible: {c.infeasible}")
         lines.append(f"- {c.model} / {c.source} -> {c.target}, shots {c.shots}: {'; '.join(notes)}")
     return "\n".join(lines) + "\n"
 

@@ -84,11 +84,17 @@ def _num(value: float | None, signed: bool = False) -> str:
     return f"{value:+.2f}" if signed else f"{value:.2f}"
 
 
-def _ours_text(cell: Cell | None, expected_seeds: int) -> str:
+def cell_text(cell: Cell | None, expected_seeds: int) -> str:
+    """``mean ± std [seeds/expected]``, with what the cell leaves out: undefined seeds, the
+    labels a mean AUC is not over, or why the cell is infeasible."""
     if cell is None:
         return f"{GAP} [0/{expected_seeds}]"
+    if cell.infeasible is not None:
+        return f"infeasible ({cell.infeasible})"
     count = f"[{len(cell.seeds)}/{expected_seeds}]"
     undefined = f", {len(cell.undefined_seeds)} undefined" if cell.undefined_seeds else ""
+    if cell.undefined_labels:
+        undefined += f"; AUC undefined for {', '.join(cell.undefined_labels)}"
     if cell.mean is None:
         return f"undefined {count}"
     std = f" ± {cell.std:.2f}" if cell.std is not None else ""
@@ -106,7 +112,7 @@ def render_markdown(table: Table, expected_seeds: int) -> str:
         texts = []
         for target in table.targets:
             tc = table.cell(model, source, target)
-            text = _ours_text(tc.ours, expected_seeds) if tc.ours or tc.paper else GAP
+            text = cell_text(tc.ours, expected_seeds) if tc.ours or tc.paper else GAP
             if tc.paper is not None:
                 text += f" · paper {tc.paper.mean:.2f} ± {tc.paper.std:.2f} · Δ {_num(tc.diff, signed=True)}"
             texts.append(text)
@@ -114,7 +120,7 @@ def render_markdown(table: Table, expected_seeds: int) -> str:
     return "\n".join(out) + "\n"
 
 
-CSV_FIELDS = ("mean", "std", "seeds", "undefined", "paper", "paper_std", "diff")
+CSV_FIELDS = ("mean", "std", "seeds", "undefined", "undefined_labels", "infeasible", "paper", "paper_std", "diff")
 
 
 def render_csv(table: Table) -> str:
@@ -132,6 +138,8 @@ def render_csv(table: Table) -> str:
                 "" if o is None or o.std is None else f"{o.std:.4f}",
                 0 if o is None else len(o.seeds),
                 0 if o is None else len(o.undefined_seeds),
+                "" if o is None else " ".join(o.undefined_labels),
+                "" if o is None or o.infeasible is None else o.infeasible,
                 "" if p is None else p.mean,
                 "" if p is None else p.std,
                 "" if tc.diff is None else f"{tc.diff:.4f}",
@@ -166,7 +174,7 @@ def render_latex(table: Table) -> str:
 
 
 LONG_FIELDS = ["source", "model", "target", "shots", "metric", "mean", "std", "seeds", "seed_list",
-               "undefined_seeds", "missing_seeds", "paper", "paper_std", "diff"]
+               "undefined_seeds", "undefined_labels", "infeasible", "missing_seeds", "paper", "paper_std", "diff"]
 
 
 def render_long_csv(cells: Iterable[Cell], expected: Sequence[int]) -> str:
@@ -184,6 +192,8 @@ def render_long_csv(cells: Iterable[Cell], expected: Sequence[int]) -> str:
             "seeds": len(c.seeds),
             "seed_list": " ".join(map(str, c.seeds)),
             "undefined_seeds": " ".join(map(str, c.undefined_seeds)),
+            "undefined_labels": " ".join(c.undefined_labels),
+            "infeasible": c.infeasible or "",
             "missing_seeds": " ".join(map(str, c.missing_seeds(expected))),
             "paper": "" if paper is None else paper.mean,
             "paper_std": "" if paper is None else paper.std,

@@ -34,7 +34,7 @@ from xferscale.trainer import build_train_step
 from xferscale.transfer.evaluate import evaluate_model
 from xferscale.transfer.mixup import mixup_batch
 from xferscale.transfer.pretrained import Pretrained
-from xferscale.transfer.targets import Target
+from xferscale.transfer.targets import Target, TargetSpec
 
 STATE_NAME = "state.pt"
 
@@ -71,9 +71,11 @@ class FineTuneSettings:
     def result_config(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.RESULT_FIELDS}
 
-    def rule_for(self, train_size: int, image_size: tuple[int, int]) -> HyperRule:
-        return hyperrule(train_size, image_size, batch_size=self.batch_size, base_lr=self.base_lr,
-                         schedule_scale=self.schedule_scale, crop=self.crop)
+    def rule_for(self, train_size: int, spec: TargetSpec) -> HyperRule:
+        """The rule for ``train_size`` examples of the target; a crop given here, else the
+        target's own fixed resolution (X-ray targets), replaces the rule's."""
+        return hyperrule(train_size, spec.image_size, batch_size=self.batch_size, base_lr=self.base_lr,
+                         schedule_scale=self.schedule_scale, crop=self.crop if self.crop is not None else spec.crop)
 
 
 @dataclass
@@ -91,7 +93,7 @@ def finetune(pretrained: Pretrained, target: Target, shots: Shots, seed: int, se
     """Fine-tune on one (shots, seed) and evaluate on the target's test split."""
     started = time.perf_counter()
     spec = target.spec
-    rule = settings.rule_for(target.train_size(shots, seed), spec.image_size)
+    rule = settings.rule_for(target.train_size(shots, seed), spec)
     configure_matmul(settings.precision)
     torch.manual_seed(seed)
     train = target.train_batches(shots, seed, rule, device)

@@ -6,6 +6,8 @@ independent, so no process group is needed. Shares are dealt longest run first, 
 robin, the same on every rank, so the split is deterministic and balanced. A run whose
 record exists (same configuration hash) is skipped; an unfinished one resumes from its
 state in the results folder's ``.work``; a record is written only when a run has finished.
+A run that cannot exist (``k`` shots of a class with fewer examples) is recorded at once as
+infeasible, with the reason, and the grid goes on.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ class PlannedRun:
     config: dict[str, Any]
     config_hash: str
     steps: int  # the rule's step count, the cost estimate used to balance ranks
+    infeasible: str | None = None  # why the run cannot exist
 
 
 @dataclass
@@ -43,16 +46,21 @@ def plan_grid(pretrained: Pretrained, target: Target, shots: Sequence[Shots], se
     runs = []
     for s in shots:
         for seed in seeds:
-            rule = settings.rule_for(target.train_size(s, seed), target.spec.image_size)
             config = {
                 "pretrained": pretrained.fingerprint,
                 "target": target.fingerprint(),
                 "shots": s,
                 "seed": seed,
                 "settings": settings.result_config(),
-                "rule": rule.to_dict(),
             }
             key = RunKey(pretrained.source, pretrained.model_name, target.spec.name, s, seed)
+            problem = target.fewshot_problem(s, seed)
+            if problem is not None:
+                config["infeasible"] = problem
+                runs.append(PlannedRun(key, config, config_hash(config), 0, problem))
+                continue
+            rule = settings.rule_for(target.train_size(s, seed), target.spec)
+            config["rule"] = rule.to_dict()
             runs.append(PlannedRun(key, config, config_hash(config), rule.steps * rule.batch_size))
     return runs
 
@@ -92,6 +100,9 @@ def run_grid(
     log(f"[rank {rank}/{world_size}] {len(mine)} of {len(runs)} runs here: {len(summary.skipped)} already done, "
         f"{len(todo)} to run on {device}")
     for i, run in enumerate(todo, 1):
+        if run.infeasible is not None:
+            summary.ran.append(_record_infeasible(run, target, store, log))
+            continue
         work = store.work_dir(run.key)
         started = time.strftime("%Y-%m-%dT%H:%M:%S")
         out = finetune(pretrained, target, run.key.shots, run.key.seed, settings, device, work,
@@ -114,3 +125,14 @@ def run_grid(
             + (f", resumed at step {out.resumed_from}" if out.resumed_from else "") + ")")
         summary.ran.append(record)
     return summary
+
+
+def _record_infeasible(run: PlannedRun, target: Target, store: ResultStore,
+                       log: Callable[[str], None]) -> ResultRecord:
+    k = run.key
+    record = ResultRecord(source=k.source, model=k.model, target=k.target, shots=k.shots, seed=k.seed,
+                          metric=target.spec.metric, value=None, steps=0, time_s=0.0, config_hash=run.config_hash,
+                          config=run.config, infeasible=run.infeasible)
+    store.save(record)
+    log(f"  {k}: infeasible ({run.infeasible}); recorded, not retried")
+    return record

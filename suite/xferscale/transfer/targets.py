@@ -49,6 +49,14 @@ class TargetSpec:
     image_size: tuple[int, int]  # original (H, W), which the HyperRule reads
     label_names: tuple[str, ...] | None = None
     oversample: bool = False  # class-balanced epochs in full-shot training (Flowers-102, COVIDx)
+    pipeline: str = "finetune"  # the prepared-data pipeline that trains it (xferscale.data.transforms)
+    crop: int | None = None  # a fixed training/test resolution instead of the rule's
+
+
+# Targets the paper's code fine-tuned through its X-ray pipeline at a fixed 224 px instead of
+# BiT's resize/crop/flip: configs/finetune/padchest.yaml (augmentation type "chexpert",
+# cohen_chexpert_aug, image_size 224), which PadChest-Cl is made from.
+XRAY_TARGETS: dict[str, int] = {"padchest_cl": 224, "padchest": 224}
 
 
 class Target(Protocol):
@@ -59,6 +67,9 @@ class Target(Protocol):
 
     def train_size(self, shots: Shots, seed: int) -> int:
         """Training examples of a run (the few-shot subset's size for a few-shot run)."""
+
+    def fewshot_problem(self, shots: Shots, seed: int) -> str | None:
+        """Why this many shots cannot be drawn (a class with fewer examples), or None."""
 
     def train_batches(self, shots: Shots, seed: int, rule: HyperRule, device: torch.device) -> Any:
         """Batches of augmented training images (precrop resize, random crop, flip)."""
@@ -92,8 +103,10 @@ def resize_eval(images: torch.Tensor, crop: int) -> torch.Tensor:
 class TensorBatches:
     """:class:`Batches` over uint8 images in memory; every epoch a pure function of (seed, epoch).
 
-    Training keeps the last partial batch (as BiT's loader, ``drop_last=False``), so a
-    1-shot set smaller than one batch still trains.
+    Training keeps the last partial batch (as BiT's loader, ``drop_last=False``). A training
+    set smaller than one batch (a few-shot subset) gives epochs of one full batch drawn with
+    replacement, as BiT's and the paper's loaders do (``RandomSampler(replacement=True,
+    num_samples=batch)``), so every step sees ``batch_size`` images.
     """
 
     def __init__(self, images: torch.Tensor, targets: torch.Tensor, *, batch_size: int, device: torch.device,
@@ -104,7 +117,8 @@ class TensorBatches:
         self.train, self.seed, self.oversample = train, seed, oversample and targets.ndim == 1
         self.task = task
         self.num_classes = num_classes
-        self.num_samples = len(images)
+        self.with_replacement = train and len(images) < batch_size
+        self.num_samples = batch_size if self.with_replacement else len(images)
 
     def __len__(self) -> int:
         return math.ceil(self.num_samples / self.batch_size)
@@ -112,6 +126,8 @@ class TensorBatches:
     def _order(self, epoch: int) -> np.ndarray:
         if not self.train:
             return np.arange(self.num_samples)
+        if self.with_replacement:
+            return np.random.default_rng([self.seed, epoch, 2]).integers(0, len(self.images), self.batch_size)
         if self.oversample:
             return balanced_order(self.targets.numpy(), self.seed, epoch)
         return np.random.default_rng([self.seed, epoch]).permutation(self.num_samples)
@@ -166,9 +182,16 @@ class TensorTarget:
     def train_size(self, shots: Shots, seed: int) -> int:
         return len(self._subset(shots, seed))
 
+    def fewshot_problem(self, shots: Shots, seed: int) -> str | None:
+        try:
+            self._subset(shots, seed)
+        except TargetError as err:
+            return str(err)
+        return None
+
     def train_batches(self, shots: Shots, seed: int, rule: HyperRule, device: torch.device) -> TensorBatches:
         idx = torch.from_numpy(self._subset(shots, seed))
-        return TensorBatches(self.train_images[idx], self.train_targets[idx], batch_size=min(rule.batch_size, len(idx)),
+        return TensorBatches(self.train_images[idx], self.train_targets[idx], batch_size=rule.batch_size,
                              device=device, rule=rule, train=True, seed=seed,
                              oversample=self.spec.oversample and shots == FULL, task=self.spec.task,
                              num_classes=self.spec.num_classes)
@@ -230,9 +253,12 @@ class PreparedTarget:
         if size is None:
             raise TargetError(f"target {name!r}: original image size unknown; pass --image-size H W")
         self.info, self.backend, self.workers = info, backend, workers
+        self._train_rows = None
+        xray_crop = XRAY_TARGETS.get(name)
         self.spec = TargetSpec(name, info.spec.task, info.spec.num_classes,
                                target_metric(name, "acc" if info.spec.task == "multiclass" else "auc"),
-                               tuple(size), tuple(info.spec.classes), uses_oversampling(name))
+                               tuple(size), tuple(info.spec.classes), uses_oversampling(name),
+                               pipeline="xray" if xray_crop else "finetune", crop=xray_crop)
 
     def fingerprint(self) -> dict[str, Any]:
         return {"name": self.spec.name, "path": str(self.path.resolve()),
@@ -243,7 +269,8 @@ class PreparedTarget:
         from xferscale.config import DataConfig
 
         return DataConfig(source="prepared", path=str(self.path), split=split, backend=self.backend,
-                          pipeline="finetune", image_size=rule.crop, precrop=rule.precrop,
+                          pipeline=self.spec.pipeline, image_size=rule.crop,
+                          precrop=rule.precrop if self.spec.pipeline == "finetune" else None,
                           workers=self.workers, fewshot=None if shots == FULL else int(shots), fewshot_seed=seed,
                           oversample=train and self.spec.oversample and shots == FULL)
 
@@ -258,11 +285,22 @@ class PreparedTarget:
             return self.info.split("train").count
         return int(shots) * self.spec.num_classes
 
+    def fewshot_problem(self, shots: Shots, seed: int) -> str | None:
+        if shots == FULL:
+            return None
+        from xferscale.data.fewshot import fewshot_keys
+
+        if self._train_rows is None:
+            self._train_rows = self.info.manifest("train")
+        try:
+            fewshot_keys(self._train_rows, int(shots), seed, task=self.spec.task, classes=self.spec.label_names)
+        except ValueError as err:
+            return f"{self.spec.name} train: {err}"
+        return None
+
     def train_batches(self, shots: Shots, seed: int, rule: HyperRule, device: torch.device):
-        # The loader drops a partial last batch in training: a few-shot set smaller than
-        # one batch is read as one batch of all its examples.
-        batch = min(rule.batch_size, self.train_size(shots, seed))
-        return self._loader(self._config("train", shots, seed, rule, True), batch, True, seed, device)
+        # A set smaller than one batch gives one full batch drawn with replacement per epoch.
+        return self._loader(self._config("train", shots, seed, rule, True), rule.batch_size, True, seed, device)
 
     def test_batches(self, rule: HyperRule, batch_size: int, device: torch.device):
         return self._loader(self._config("test", FULL, 0, rule, False), batch_size, False, 0, device)
