@@ -22,7 +22,7 @@ def test_transfer_on_digits_writes_records_prints_table_and_restarts_cleanly(tmp
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "NOTE: not the paper's scale: schedule x0.01" in out
-    assert "| synthetic / tiny -> digits | full | acc |" in out and "| 2/2 |" in out
+    assert "| synthetic / tiny -> digits | full | acc |" in out and "[2/2] |" in out
     records = list(ResultStore(tmp_path / "res").records())
     assert sorted((str(r.shots), r.seed) for r in records) == [("2", 0), ("2", 1), ("full", 0), ("full", 1)]
     assert all(r.source == "synthetic" and r.steps == 5 for r in records)
