@@ -66,6 +66,18 @@ def test_randaugment_pipeline(tiny, backend):
     assert images.shape == (8, 3, 32, 32) and targets.shape == (8,)
 
 
+def test_randaugment_comes_before_the_crop_and_xray_ranges_are_the_papers():
+    """The paper's code inserts RandAugment at position 0; its cohen_aug is ShiftScaleRotate(0.25, 0.1, 45)."""
+    from torchvision.transforms import v2
+
+    from xferscale.data import transforms as T
+
+    steps = [type(t) for t in T.build_transform("natural_randaugment", 32).transforms]
+    assert steps[:3] == [v2.RandAugment, v2.RandomResizedCrop, v2.RandomHorizontalFlip]
+    affine = next(t for t in T.build_transform("xray", 32).transforms if isinstance(t, v2.RandomAffine))
+    assert affine.degrees == [-45.0, 45.0] and affine.translate == (0.25, 0.25) and affine.scale == (0.9, 1.1)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_resume_mid_epoch_gives_the_same_batches(tiny, backend):
     full = list(loader(tiny, backend, train=True, batch_size=4).epoch(1))

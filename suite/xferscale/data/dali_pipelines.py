@@ -75,14 +75,18 @@ def pipeline_graph(encoded, pipeline: str, image_size: int, precrop: int | None,
     """Decoded, augmented, normalised CHW float images from encoded image bytes."""
     decoder = "mixed" if gpu else "cpu"
     size = image_size
-    if pipeline in ("natural", "natural_randaugment"):
+    if pipeline == "natural":
         images = fn.decoders.image_random_crop(
             encoded, device=decoder, output_type=types.RGB,
             random_area=list(T.RRC_AREA), random_aspect_ratio=list(T.RRC_ASPECT), num_attempts=10,
         )
         images = fn.resize(images, resize_x=size, resize_y=size, antialias=True)
-        if pipeline == "natural_randaugment":
-            images = rand_augment.rand_augment(images, n=T.RANDAUGMENT_OPS, m=T.RANDAUGMENT_MAGNITUDE)
+        return _normalise(images, mirror=_flip())
+    if pipeline == "natural_randaugment":  # RandAugment on the whole image, then the crop (the paper's order)
+        images = fn.decoders.image(encoded, device=decoder, output_type=types.RGB)
+        images = rand_augment.rand_augment(images, n=T.RANDAUGMENT_OPS, m=T.RANDAUGMENT_MAGNITUDE)
+        images = fn.random_resized_crop(images, size=[size, size], random_area=list(T.RRC_AREA),
+                                        random_aspect_ratio=list(T.RRC_ASPECT), num_attempts=10, antialias=True)
         return _normalise(images, mirror=_flip())
     if pipeline == "eval":
         images = fn.decoders.image(encoded, device=decoder, output_type=types.RGB)

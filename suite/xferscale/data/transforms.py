@@ -3,11 +3,12 @@ constants both backends share (the DALI graphs in :mod:`xferscale.data.dali_pipe
 implement the same steps with DALI operators).
 
 ``natural``             random resized crop (area 8-100 %, aspect 3/4-4/3) to image_size, flip
-``natural_randaugment`` the same, then RandAugment (2 ops, magnitude 9)
+``natural_randaugment`` RandAugment (2 ops, magnitude 9) on the decoded image, then the same
+                        (the paper's code inserts RandAugment before the crop)
 ``eval``                resize the shorter side to image_size / 0.875, centre crop image_size
 ``xray``                centre square crop on the shorter side, resize to image_size, random
-                        affine (rotation, translation, scale; torchxrayvision's training
-                        ranges), flip
+                        affine (rotation, translation, scale) and flip: the paper's
+                        ``cohen_aug`` ranges
 ``finetune``            BiT-HyperRule: resize to (precrop, precrop), random crop image_size, flip
 
 Evaluation (``train=False``) uses the deterministic part of the training pipeline
@@ -30,8 +31,9 @@ RRC_AREA = (0.08, 1.0)
 RRC_ASPECT = (3 / 4, 4 / 3)
 EVAL_CROP_FRACTION = 0.875
 RANDAUGMENT_OPS, RANDAUGMENT_MAGNITUDE = 2, 9
-# torchxrayvision's train_model.py defaults: --data_aug_rot 45 --data_aug_trans 0.15 --data_aug_scale 0.15
-XRAY_ROTATION_DEG, XRAY_TRANSLATE, XRAY_SCALE = 45.0, 0.15, 0.15
+# The paper's cohen_aug (transfer_learning/datasets/chexpert.py): albumentations
+# ShiftScaleRotate(shift_limit=0.25, rotate_limit=45, scale_limit=0.1), HorizontalFlip(0.5).
+XRAY_ROTATION_DEG, XRAY_TRANSLATE, XRAY_SCALE = 45.0, 0.25, 0.1
 NORM_MEAN = NORM_STD = 0.5
 # BiT-HyperRule resolution pairs (crop -> precrop); other crops scale precrop by 160/128.
 BIT_PRECROP = {128: 160, 480: 512}
@@ -69,8 +71,8 @@ def build_transform(pipeline: str, image_size: int, precrop: int | None = None) 
         steps = [v2.RandomResizedCrop(size, scale=RRC_AREA, ratio=RRC_ASPECT, antialias=True), flip]
     elif pipeline == "natural_randaugment":
         steps = [
-            v2.RandomResizedCrop(size, scale=RRC_AREA, ratio=RRC_ASPECT, antialias=True),
             v2.RandAugment(num_ops=RANDAUGMENT_OPS, magnitude=RANDAUGMENT_MAGNITUDE),
+            v2.RandomResizedCrop(size, scale=RRC_AREA, ratio=RRC_ASPECT, antialias=True),
             flip,
         ]
     elif pipeline == "eval":
