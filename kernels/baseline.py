@@ -30,7 +30,7 @@ class PlainStep:
 
     def __init__(self, model: nn.Module, lr: float, precision: str, device: torch.device):
         self.model, self.device = model, device
-        self.optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+        self.optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True)
         head = {id(p) for p in head_of(model).parameters()}
         self.clipped = [p for p in model.parameters() if id(p) not in head]
         self.dtype = AUTOCAST_DTYPES.get(precision)

@@ -7,7 +7,7 @@ from timm.utils.agc import adaptive_clip_grad as timm_agc
 from xferscale.config import load_config
 from xferscale.models import build_model, head_of
 from xferscale.optim import WarmupCosineSchedule, WarmupStepSchedule, adaptive_clip_grad_, agc_parameters
-from xferscale.trainer import build_schedule
+from xferscale.schedule import build_schedule, plan_schedule
 
 
 def _with_grad(weight: torch.Tensor, grad: torch.Tensor) -> torch.nn.Parameter:
@@ -74,8 +74,9 @@ def test_warmup_and_step_boundaries():
 
 
 def test_step_milestones_scale_with_the_epoch_count():
-    cfg = load_config("r50x1_in21k", ["schedule.epochs=9", "train.global_batch=512"], require_data=False)
-    sched = build_schedule(cfg, steps_per_epoch=10, total_steps=90)
+    cfg = load_config("r50x1_in21k", ["schedule.epochs=9", "train.global_batch=512", "schedule.warmup_steps=20"],
+                      require_data=False)
+    sched = build_schedule(plan_schedule(cfg, steps_per_epoch=10, samples_per_epoch=5120))
     assert sched.boundaries == [30, 60, 80]  # epochs 3, 6, 8 of a 9-epoch run
     assert sched.peak == pytest.approx(0.01 * 512 / 256)  # linear scaling rule
 

@@ -55,6 +55,7 @@ class DataConfig:
 class OptimConfig:
     base_lr: float = 0.4  # scaled by global_batch / 256
     momentum: float = 0.9
+    nesterov: bool = True  # the paper's code uses Nesterov momentum throughout
     weight_decay: float = 1e-4
     agc_clip: float = 0.01  # 0 disables adaptive gradient clipping
     agc_eps: float = 1e-3
@@ -65,7 +66,8 @@ class OptimConfig:
 @dataclass
 class ScheduleConfig:
     kind: Literal["step", "cosine", "constant"] = "cosine"
-    warmup_steps: int = 20
+    warmup_steps: Optional[int] = 20  # linear warm-up, in steps ...
+    warmup_epochs: Optional[float] = None  # ... or in epochs of the dataset (set one; null the other)
     epochs: float = 8
     # Step decays (/10) at these epochs of a `milestone_base`-epoch run, scaled to `epochs`.
     milestones: list[float] = field(default_factory=lambda: [30.0, 60.0, 80.0])
@@ -265,6 +267,13 @@ def validate(cfg: ExperimentConfig, require_data: bool = True) -> None:
         raise ConfigError(f"optim.base_lr: must be > 0, got {cfg.optim.base_lr}")
     if cfg.train.max_steps is not None and cfg.train.max_steps <= 0:
         raise ConfigError(f"train.max_steps: must be > 0 or null, got {cfg.train.max_steps}")
+    if (cfg.schedule.warmup_steps is None) == (cfg.schedule.warmup_epochs is None):
+        raise ConfigError("schedule.warmup_steps / schedule.warmup_epochs: set exactly one of them, the other to null "
+                          f"(got {cfg.schedule.warmup_steps} and {cfg.schedule.warmup_epochs})")
+    for key, value in (("schedule.warmup_steps", cfg.schedule.warmup_steps),
+                       ("schedule.warmup_epochs", cfg.schedule.warmup_epochs)):
+        if value is not None and value < 0:
+            raise ConfigError(f"{key}: must be >= 0, got {value}")
     if sorted(cfg.schedule.milestones) != cfg.schedule.milestones:
         raise ConfigError(f"schedule.milestones: must be increasing, got {cfg.schedule.milestones}")
     if cfg.data.fewshot is not None and cfg.data.fewshot <= 0:

@@ -64,12 +64,16 @@ def adaptive_clip_grad_(
 
 def build_sgd(
     model: nn.Module, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
-    foreach: bool = True, fused: bool = False,
+    foreach: bool = True, fused: bool = False, nesterov: bool = True,
 ) -> torch.optim.SGD:
-    """SGD with batched kernels: ``fused`` (one kernel) or ``foreach`` (a few per step)."""
+    """SGD with batched kernels: ``fused`` (one kernel) or ``foreach`` (a few per step).
+
+    Nesterov momentum by default: the paper's code builds every optimizer, pre-training and
+    fine-tuning, with ``nesterov=True`` (``transfer_learning/optim/builder.py``).
+    """
     return torch.optim.SGD(
         [p for p in model.parameters() if p.requires_grad],
-        lr=lr, momentum=momentum, weight_decay=weight_decay,
+        lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov and momentum > 0,
         foreach=foreach and not fused, fused=fused or None,
     )
 

@@ -7,7 +7,6 @@ every rank, checkpoints and pre-emption handling around it.
 from __future__ import annotations
 
 import json
-import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -26,12 +25,10 @@ from xferscale.distributed import (
 )
 from xferscale.losses import LOSSES, LossFn
 from xferscale.models import build_model
-from xferscale.optim import (
-    ConstantSchedule, WarmupCosineSchedule, WarmupStepSchedule, adaptive_clip_grad_, agc_parameters,
-    build_sgd, scaled_lr, set_lr,
-)
+from xferscale.optim import adaptive_clip_grad_, agc_parameters, build_sgd, set_lr
 from xferscale.precision import autocast_context, configure_matmul, make_grad_scaler
 from xferscale.preemption import StopRequest
+from xferscale.schedule import build_schedule, plan_schedule
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -107,6 +104,7 @@ def build_train_step(
     env: DistEnv = DistEnv(),
     options: SpeedOptions = SpeedOptions(),
     momentum: float = 0.9,
+    nesterov: bool = True,
     weight_decay: float = 0.0,
     agc_clip: float = 0.01,
     agc_eps: float = 1e-3,
@@ -116,7 +114,7 @@ def build_train_step(
     """The suite's step for ``model``: SGD, AGC on all but the head, data-parallel wrapping."""
     if options.channels_last:
         model.to(memory_format=torch.channels_last)
-    optimizer = build_sgd(model, lr, momentum, weight_decay, options.foreach, options.fused_sgd)
+    optimizer = build_sgd(model, lr, momentum, weight_decay, options.foreach, options.fused_sgd, nesterov)
     agc_params = agc_parameters(model)
     wrapped, optimizer = wrap_for_training(model, optimizer, env, bucket_cap_mb, static_graph)
     if options.compile:
@@ -126,18 +124,6 @@ def build_train_step(
         agc_clip=agc_clip, agc_eps=agc_eps, foreach=options.foreach, channels_last=options.channels_last,
         grad_sync=GradientSync(env, optimizer),
     )
-
-
-def build_schedule(cfg: ExperimentConfig, steps_per_epoch: int, total_steps: int):
-    peak = scaled_lr(cfg.optim.base_lr, cfg.train.global_batch)
-    sched = cfg.schedule
-    if sched.kind == "cosine":
-        return WarmupCosineSchedule(peak, sched.warmup_steps, total_steps)
-    if sched.kind == "constant":
-        return ConstantSchedule(peak, sched.warmup_steps)
-    scale = sched.epochs / sched.milestone_base
-    boundaries = [round(m * scale * steps_per_epoch) for m in sched.milestones]
-    return WarmupStepSchedule(peak, sched.warmup_steps, boundaries)
 
 
 class Trainer:
@@ -163,13 +149,16 @@ class Trainer:
         model = build_model(cfg.model.name, self.num_classes).to(self.env.device)
         self.model = model  # unwrapped: what checkpoints hold
         self.steps_per_epoch = len(self.loader)
-        total = math.ceil(cfg.schedule.epochs * self.steps_per_epoch)
+        self.train_samples = self.loader.num_samples  # the source's real size, for the report's power laws
+        self.schedule_plan = plan_schedule(cfg, self.steps_per_epoch, self.train_samples).check()
+        total = self.schedule_plan.total_steps
         self.total_steps = min(total, tc.max_steps) if tc.max_steps else total
-        self.schedule = build_schedule(cfg, self.steps_per_epoch, total)
+        self.schedule = build_schedule(self.schedule_plan)
         speed = SpeedOptions(cfg.optim.foreach, cfg.optim.fused, cfg.model.channels_last, cfg.model.compile)
         self.step_fn = build_train_step(
             model, LOSSES[tc.loss], lr=self.schedule(0), precision=tc.precision, env=self.env, options=speed,
-            momentum=cfg.optim.momentum, weight_decay=cfg.optim.weight_decay, agc_clip=cfg.optim.agc_clip,
+            momentum=cfg.optim.momentum, nesterov=cfg.optim.nesterov, weight_decay=cfg.optim.weight_decay,
+            agc_clip=cfg.optim.agc_clip,
             agc_eps=cfg.optim.agc_eps, bucket_cap_mb=cfg.distributed.bucket_cap_mb,
             static_graph=cfg.distributed.static_graph,
         )
@@ -194,6 +183,7 @@ class Trainer:
             "model_name": self.cfg.model.name,
             "num_classes": self.num_classes,
             "task": self.loader.task,
+            "train_samples": self.train_samples,
             "config": self.cfg.to_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.step_fn.scaler.state_dict() if self.step_fn.scaler else None,

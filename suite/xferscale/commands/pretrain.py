@@ -16,6 +16,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-dir", help="shorthand for output_dir=...")
     parser.add_argument("--list", action="store_true", help="list the shipped pre-training configs and exit")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("--print-schedule", action="store_true",
+                        help="print the schedule on the configured dataset (steps per epoch, warm-up end, each "
+                             "decay, total; from dataset.json, no images read), check it, and exit")
+
+
+def print_schedule(cfg) -> int:
+    from xferscale.schedule import epoch_samples, expected_steps_per_epoch, plan_schedule
+
+    samples = epoch_samples(cfg.data)
+    plan = plan_schedule(cfg, expected_steps_per_epoch(samples, cfg.train.global_batch), samples)
+    print(f"schedule of {cfg.name} on {cfg.data.path or 'the synthetic source'}:")
+    print("\n".join(f"  {line}" for line in plan.lines()))
+    plan.check()
+    print("  ok: the warm-up ends before the first decay and before the end")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,6 +47,12 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(dump_config(cfg), end="")
         return 0
+    if args.print_schedule:
+        try:
+            return print_schedule(cfg)
+        except ConfigError as err:
+            print(f"xferscale pretrain: config error: {cfg.name}: {err}", file=sys.stderr)
+            return 2
 
     from xferscale.distributed import shutdown
     from xferscale.trainer import NonFiniteLossError, Trainer

@@ -1,7 +1,8 @@
 """One fine-tuning run with the BiT-HyperRule, resumable from its own checkpoint.
 
 The network is the pre-trained one with a new zero-initialised head; every layer is
-trained with SGD (momentum 0.9, no weight decay) and AGC on all parameters but the head,
+trained with SGD (Nesterov momentum 0.9 as the paper's code, no weight decay) and AGC on all
+parameters but the head,
 by the pre-training engine's own :class:`~xferscale.trainer.TrainStep`. The learning rate
 follows the rule's ``step -> lr`` schedule; MixUp is applied where the rule asks for it.
 
@@ -56,6 +57,7 @@ class FineTuneSettings:
     schedule_scale: float = 1.0  # < 1 only for CPU demonstrations; recorded with every result
     crop: int | None = None  # None: the rule's resolution
     momentum: float = 0.9
+    nesterov: bool = True
     weight_decay: float = 0.0
     agc_clip: float = 0.01
     agc_eps: float = 1e-3
@@ -65,7 +67,7 @@ class FineTuneSettings:
     checkpoint_every: int = 100
     progress: bool = True
 
-    RESULT_FIELDS = ("batch_size", "base_lr", "schedule_scale", "crop", "momentum", "weight_decay",
+    RESULT_FIELDS = ("batch_size", "base_lr", "schedule_scale", "crop", "momentum", "nesterov", "weight_decay",
                      "agc_clip", "agc_eps", "mixup", "precision")
 
     def result_config(self) -> dict[str, Any]:
@@ -103,7 +105,7 @@ def finetune(pretrained: Pretrained, target: Target, shots: Shots, seed: int, se
     model.train()
     loss_name = "softmax_ce" if spec.task == "multiclass" else "sigmoid_bce"
     step_fn = build_train_step(model, LOSSES[loss_name], lr=0.0, precision=settings.precision,
-                               env=DistEnv(device=device), momentum=settings.momentum,
+                               env=DistEnv(device=device), momentum=settings.momentum, nesterov=settings.nesterov,
                                weight_decay=settings.weight_decay, agc_clip=settings.agc_clip,
                                agc_eps=settings.agc_eps)
     optimizer = step_fn.optimizer
