@@ -14,13 +14,15 @@ from xferscale.transfer.finetune import FineTuneSettings
 from xferscale.transfer.targets import TargetSpec, TensorTarget
 
 
-def write_checkpoint(path: Path, name: str = "tiny_synth", num_classes: int = 5, seed: int = 0) -> Path:
+def write_checkpoint(path: Path, name: str = "tiny_synth", num_classes: int = 5, seed: int = 0,
+                     train_samples: int | None = None) -> Path:
     """A checkpoint in the pre-training engine's format (the keys Trainer.state_dict writes)."""
     torch.manual_seed(seed)
     model = build_model("tiny", num_classes)
     cfg = ExperimentConfig(name=name)
     save_checkpoint(path, {"model": model.state_dict(), "model_name": "tiny", "num_classes": num_classes,
-                           "task": "multiclass", "config": cfg.to_dict(), "step": 7, "epoch": 0})
+                           "task": "multiclass", "config": cfg.to_dict(), "step": 7, "epoch": 0,
+                           "train_samples": train_samples})
     return path
 
 

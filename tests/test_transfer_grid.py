@@ -73,6 +73,14 @@ def test_more_shots_than_a_class_has_is_recorded_infeasible_and_the_grid_goes_on
     assert cell_text(cell, 2).startswith("infeasible (") and "fewer than 10 shots" in cell_text(cell, 2)
 
 
+def test_source_images_are_the_pretraining_runs_real_count(tmp_path):
+    """The power laws' x-axis: the prepared source's actual size, not the paper's nominal one."""
+    winter21 = load_pretrained(write_checkpoint(tmp_path / "a.pt", name="tiny_in21k", train_samples=13_150_000))
+    assert winter21.source == "in21k" and winter21.source_images == 13_150_000
+    older = load_pretrained(write_checkpoint(tmp_path / "b.pt", name="tiny_in21k"))  # no count recorded
+    assert older.source_images == 14e6  # the paper's figure, as a fallback
+
+
 class Interrupted(Exception):
     pass
 

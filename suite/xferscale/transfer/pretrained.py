@@ -29,6 +29,7 @@ class Pretrained:
     config: dict[str, Any]
     step: int
     source: str
+    train_samples: int | None = None  # images per epoch of the pre-training run (its checkpoint says)
 
     @property
     def fingerprint(self) -> dict[str, Any]:
@@ -43,7 +44,10 @@ class Pretrained:
 
     @property
     def source_images(self) -> float | None:
-        """Pre-training images: the paper's figure for its sources, else the config's synthetic size."""
+        """Pre-training images: what the run trained on (its prepared source's real size), else
+        the paper's nominal figure for its source, else the config's synthetic size."""
+        if self.train_samples:
+            return float(self.train_samples)
         known = source_images(self.source)
         if known is not None:
             return known
@@ -77,4 +81,5 @@ def load_pretrained(path: str | Path, source: str | None = None) -> Pretrained:
     config = ckpt.get("config") or {}
     return Pretrained(path=path, model_name=ckpt["model_name"], num_classes=int(ckpt["num_classes"]),
                       state=ckpt["model"], config=config, step=int(ckpt.get("step", 0)),
-                      source=source or source_name(config, ckpt["model_name"]))
+                      source=source or source_name(config, ckpt["model_name"]),
+                      train_samples=ckpt.get("train_samples"))
