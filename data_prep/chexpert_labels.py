@@ -1,10 +1,11 @@
 """Labels written by the CheXpert labeler, as CheXpert and MIMIC-CXR-JPG publish them.
 
 Each of the 14 observation columns holds ``1.0`` (positive), ``0.0`` (negative), ``-1.0``
-(uncertain) or a blank (not mentioned). Following torchxrayvision: the 13 pathologies are
-the classes ("No Finding" is not one); uncertain and blank are UNKNOWN, except that a row
-with ``No Finding == 1`` is NEGATIVE for every pathology but "Support Devices" (a device
-is not a finding, so "no finding" says nothing about it).
+(uncertain) or a blank (not mentioned). As the paper's code (its CheXpert and MIMIC
+loaders, ``transfer_learning/datasets/chexpert.py``): the 13 pathologies are the classes
+("No Finding" is not one); uncertain and blank are UNKNOWN, except that a row with
+``No Finding == 1`` is NEGATIVE for every pathology, "Support Devices" included (today's
+torchxrayvision leaves that one as labelled).
 """
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ PATHOLOGIES: tuple[str, ...] = tuple(sorted([
 ]))
 NO_FINDING = "No Finding"
 LABEL_COLUMNS: tuple[str, ...] = (NO_FINDING, *PATHOLOGIES)
-_NOT_A_FINDING = "Support Devices"
 _VALUES = {"1.0": POSITIVE, "1": POSITIVE, "0.0": NEGATIVE, "0": NEGATIVE,
            "-1.0": UNKNOWN, "-1": UNKNOWN, "": UNKNOWN}
 
@@ -37,6 +37,4 @@ def label_vector(row: dict[str, str], file: Path, line: int) -> tuple[int, ...]:
     where = f"{file} line {line}"
     values = {name: _value(row, name, where) for name in LABEL_COLUMNS}
     healthy = values[NO_FINDING] == POSITIVE
-    return tuple(
-        NEGATIVE if healthy and name != _NOT_A_FINDING else values[name] for name in PATHOLOGIES
-    )
+    return tuple(NEGATIVE if healthy else values[name] for name in PATHOLOGIES)

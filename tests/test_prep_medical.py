@@ -61,8 +61,8 @@ def test_chexpert_labels_views_and_splits(tmp_path):
     assert log.skip_reasons() == Counter({"lateral view": 1, "no known label": 1, "image file missing": 1})
     s = by_key(samples)
     healthy = s["train/patient00001/study1/view1_frontal.jpg"]
-    # No Finding = 1 makes every pathology negative (even an uncertain one) but leaves Support Devices.
-    assert healthy.labels == tuple(P if c == "Support Devices" else N for c in spec.classes)
+    # No Finding = 1 makes every pathology negative (even an uncertain one), Support Devices too (the paper's code).
+    assert healthy.labels == tuple(N for c in spec.classes)
     uncertain = s["train/patient00002/study1/view1_frontal.jpg"]
     assert uncertain.labels == vector(spec, Cardiomegaly=U, Edema=P, Pneumothorax=N)
     assert uncertain.patient == "patient00002" and uncertain.source == "chexpert"
@@ -109,8 +109,8 @@ def test_mimic_official_split_views_and_labels(tmp_path):
                                           "study has no label row": 1, "image file missing": 1})
     s = {x.key.rsplit("/", 1)[1]: x for x in samples}
     assert {k: x.split for k, x in s.items()} == {"d1a.jpg": "train", "d2a.jpg": "val", "d3a.jpg": "test"}
-    # No Finding = 1 with Support Devices blank: negative everywhere but the device, which stays unknown.
-    assert s["d1a.jpg"].labels == tuple(U if c == "Support Devices" else N for c in spec.classes)
+    # No Finding = 1 with Support Devices blank: negative everywhere (the paper's code).
+    assert s["d1a.jpg"].labels == tuple(N for c in spec.classes)
     assert s["d2a.jpg"].labels == vector(spec, Pleural_Effusion=P, Edema=U, Support_Devices=P)
     assert s["d3a.jpg"].labels == vector(spec, Pneumonia=N, Atelectasis=P)
     assert s["d3a.jpg"].patient == "10001217"

@@ -14,6 +14,7 @@ import json
 import math
 import os
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import reframe.utility.sanity as sn
@@ -135,7 +136,9 @@ class TransferExperimentBase(ExperimentRun):
     """A full-shot transfer of a pre-trained checkpoint, scored against the paper.
 
     Reads the result records the transfer writes (``results/.../shots-full/seed-*.json``,
-    one per seed, with ``metric`` and ``value``) and reports their mean in percent.
+    one per seed) and scores them as the report's tables do (:func:`xferscale.report.aggregate`):
+    the mean over the seeds in percent, a mean ROC-AUC over the labels whose AUC is defined
+    (the labels left out are printed), and a cell that lacks a seed or is infeasible fails.
     """
 
     model = variable(str, value="tiny")
@@ -168,20 +171,30 @@ class TransferExperimentBase(ExperimentRun):
             self.prerun_cmds.append(" ".join(["xferscale", "pretrain", *CPU_PRETRAIN_OVERRIDES]))
 
     def load_result(self) -> dict[str, Any]:
-        records = []
-        for path in sorted(glob.glob(os.path.join(self.stagedir, "**", "shots-full", "seed-*.json"), recursive=True)):
-            with open(path) as fp:
-                records.append(json.load(fp))
-        values = [r["value"] for r in records if r.get("value") is not None]
-        if not values:
-            return {"records": len(records), "score": None}
-        # Records hold accuracy / AUC either as a fraction or in percent; report percent.
-        scores = [100.0 * v if v <= 1.0 else v for v in values]
-        return {"records": len(records), "score": sum(scores) / len(scores), "metric": records[0].get("metric")}
+        from xferscale.report.aggregate import aggregate
+        from xferscale.results import read_record
+
+        paths = sorted(glob.glob(os.path.join(self.stagedir, "**", "shots-full", "seed-*.json"), recursive=True))
+        cells = list(aggregate(read_record(Path(p)) for p in paths).values())
+        if len(cells) != 1:
+            return {"records": len(paths), "cells": len(cells), "seeds_scored": 0, "score": None}
+        cell = cells[0]
+        if cell.undefined_labels:
+            print(f"{self.name}: mean AUC without the labels whose AUC is undefined: {', '.join(cell.undefined_labels)}")
+        return {"records": len(paths), "cells": 1, "seeds_scored": cell.n, "score": cell.mean, "metric": cell.metric,
+                "undefined_labels": cell.undefined_labels, "infeasible": cell.infeasible}
 
     @sanity_function
     def assert_scored(self):
-        return sn.assert_true(sn.getitem(self.result(), "records") > 0, msg="the transfer wrote no full-shot record")
+        from xferscale.results import parse_seeds
+
+        expected = len(parse_seeds(self.seeds)) if self.on_gpu else 1
+        result = self.result()
+        return sn.all([
+            sn.assert_eq(sn.getitem(result, "cells"), 1, msg="the transfer wrote no full-shot record of one cell"),
+            sn.assert_eq(sn.getitem(result, "seeds_scored"), expected,
+                         msg="{0} of the expected {1} seeds have a score"),
+        ])
 
     @performance_function("%")
     def score(self):
