@@ -66,7 +66,8 @@ def test_pretrain_script_layout(capsys, tmp_path, nodes):
         assert line in script.splitlines(), line
     step = re.search(r"^srun .*?&$", script, re.M | re.S).group(0)
     assert "--cpu-bind=none" in step
-    assert 'apptainer run --nv "$IMAGE"' in step
+    assert 'apptainer run --nv --cleanenv "$IMAGE"' in step
+    assert "bash -c 'for v in SLURM_PROCID SLURM_LOCALID" in step and "NCCL_SOCKET_IFNAME" in step
     assert step.endswith("pretrain --resume --config r152x4_in21k train.precision=tf32 &")
     assert 'scontrol requeue "$SLURM_JOB_ID"' in script
 
@@ -89,8 +90,32 @@ def test_bench_job_runs_once_without_requeue(capsys):
     assert "--no-requeue" in options and "--signal" not in options and "--requeue" not in options
     assert "trap" not in script and "--resume" not in script
     assert options["--time"] == "00:30:00"
-    assert 'apptainer run --nv --bind /p/scratch "$IMAGE"' in script
+    assert 'apptainer run --nv --cleanenv --bind /p/scratch "$IMAGE"' in script
     assert "# No --account given" in script
+
+
+def test_transfer_job_requeues_and_resumes_by_itself(capsys):
+    script = generate(capsys, "transfer", "--nodes", "1", "--env", "NCCL_DEBUG=INFO", "--",
+                      "--target", "cifar10", "--checkpoint", "/p/scratch/x/checkpoint.pt")
+    options = sbatch_options(script)
+    assert options["--signal"] == "B:USR1@300" and "--requeue" in options
+    assert "--resume" not in script  # a transfer grid skips finished runs and resumes the rest itself
+    assert "trap 'forward USR1' USR1" in script and 'scontrol requeue "$SLURM_JOB_ID"' in script
+    step = re.search(r"^srun .*?&$", script, re.M | re.S).group(0)
+    assert " NCCL_DEBUG;" in step  # an extra variable is passed into the clean container too
+
+
+def test_task_env_wrapper_exports_each_tasks_own_variables():
+    """What --cleanenv lets through: APPTAINERENV_<name> of the variables set in the task."""
+    import subprocess
+
+    from xferscale.cluster import pass_env_wrapper
+
+    words = pass_env_wrapper(("SLURM_PROCID", "MASTER_ADDR", "NOT_SET_HERE"))
+    env = {"PATH": os.environ["PATH"], "SLURM_PROCID": "3", "MASTER_ADDR": "jwb0001i"}
+    out = subprocess.run([*words, "env"], env=env, capture_output=True, text=True, check=True).stdout
+    assert "APPTAINERENV_SLURM_PROCID=3" in out.splitlines() and "APPTAINERENV_MASTER_ADDR=jwb0001i" in out
+    assert "NOT_SET_HERE" not in out
 
 
 def test_arguments_are_quoted_for_the_shell(capsys):
@@ -124,7 +149,7 @@ def test_writes_the_script_file(tmp_path, capsys):
         (["pretrain", "--nodes", "1", "--time", "25:00:00"], "--time 25:00:00 exceeds the 24:00:00 limit"),
         (["pretrain", "--nodes", "1", "--time", "1h"], "time limit '1h' is not a SLURM time"),
         (["pretrain", "--nodes", "1", "--account", "my project"], "--account 'my project' is not a SLURM account"),
-        (["transfer", "--nodes", "1", "--requeue"], "`xferscale transfer` cannot resume from a checkpoint"),
+        (["bench", "--nodes", "1", "--requeue"], "`xferscale bench` cannot resume from a checkpoint"),
         (["pretrain", "--nodes", "1", "--time", "00:04:00"], "--signal-lead 300 s must be between 0 and"),
         (["pretrain", "--nodes", "1", "--job-name", "my run"], "--job-name 'my run': use letters"),
         (["pretrain", "--nodes", "1", "--env", "NCCL_DEBUG"], "--env 'NCCL_DEBUG': expected KEY=VALUE"),

@@ -54,6 +54,31 @@ class Partition:
             )
 
 
+# A command run by a scheduler writes this file (relative to its working directory) when a
+# signal stopped it with its state saved: the job script then requeues the job.
+STOP_MARKER_ENV = "XFERSCALE_STOP_MARKER"
+
+# What every rank must still see inside a container started with --cleanenv: the per-task
+# variables srun sets (rank, local rank, GPUs), the rendezvous, and the stop marker.
+TASK_ENV: tuple[str, ...] = (
+    "SLURM_PROCID", "SLURM_LOCALID", "SLURM_NTASKS", "SLURM_NODEID", "SLURM_NNODES", "SLURM_JOB_ID",
+    "SLURM_JOB_NODELIST", "SLURM_NODELIST", "SLURM_STEP_ID", "SLURM_CPUS_PER_TASK", "SLURM_RESTART_COUNT",
+    "CUDA_VISIBLE_DEVICES", "MASTER_ADDR", "MASTER_PORT", STOP_MARKER_ENV,
+)
+
+
+def pass_env_wrapper(names: tuple[str, ...]) -> list[str]:
+    """Words that run the rest of a task's command line with each of ``names`` that is set
+    exported as ``APPTAINERENV_<name>``, the form ``apptainer --cleanenv`` lets through.
+
+    It runs per task (after srun), so per-task values such as ``SLURM_PROCID`` are each
+    task's own. The words are unquoted; quote them for a shell line (:func:`shlex.join`).
+    """
+    snippet = (f'for v in {" ".join(names)}; do if [ -n "${{!v+x}}" ]; then '
+               'export "APPTAINERENV_$v=${!v}"; fi; done; exec "$@"')
+    return ["bash", "-c", snippet, "xferscale-task-env"]
+
+
 @dataclass(frozen=True)
 class Site:
     name: str
@@ -67,7 +92,9 @@ class Site:
     master_port: int
     env: dict[str, str] = field(default_factory=dict)
     container_platform: str = "Apptainer"
-    container_options: tuple[str, ...] = ("--nv",)
+    # --cleanenv: the login node's module variables (PYTHONPATH, LD_LIBRARY_PATH, ...) stay out;
+    # what the ranks need is passed explicitly (container_env, pass_env_wrapper).
+    container_options: tuple[str, ...] = ("--nv", "--cleanenv")
 
     def partition(self, name: str) -> Partition:
         try:
@@ -100,6 +127,10 @@ class Site:
         """Environment for every rank (MASTER_ADDR comes from master_addr_shell at run time)."""
         return {**self.env, "MASTER_PORT": str(self.master_port)}
 
+    def container_env(self, extra: tuple[str, ...] = ()) -> tuple[str, ...]:
+        """Names of the variables a rank inside the container needs (TASK_ENV, the site's, ``extra``)."""
+        return tuple(dict.fromkeys((*TASK_ENV, *self.env, *extra)))
+
 
 # Partition limits (booster: up to 384 nodes, 24 h; develbooster: up to 4 nodes, 2 h) follow
 # JSC's JUWELS quick-introduction table as remembered; the page could not be re-read from
@@ -122,7 +153,7 @@ JUWELS_BOOSTER = Site(
         "GLOO_SOCKET_IFNAME": "ib0",
         "NCCL_IB_TIMEOUT": "50",
         "UCX_RC_TIMEOUT": "4s",
-        "NCCL_ASYNC_ERROR_HANDLING": "1",
+        "TORCH_NCCL_ASYNC_ERROR_HANDLING": "1",  # the name torch >= 2.2 reads
         "OMP_NUM_THREADS": "1",
         "PYTHONNOUSERSITE": "1",
     },

@@ -7,10 +7,15 @@ announces the end of its time slot, and the trainer resumes from its checkpoint:
 1. ``#SBATCH --signal=B:USR1@<lead>`` sends SIGUSR1 to the batch shell ``lead`` seconds before
    the time limit; pre-emption and ``scancel`` send SIGTERM.
 2. The shell's trap forwards SIGUSR1 to ``srun``, which passes it to every task; the trainer
-   writes ``<output_dir>/checkpoint.pt`` and exits 0.
+   writes ``<output_dir>/checkpoint.pt`` (a transfer grid, each unfinished run's state) and
+   exits 0.
 3. The shell then runs ``scontrol requeue $SLURM_JOB_ID`` (the job keeps its id, and
    ``--open-mode=append`` keeps the log of every attempt in one file). The next attempt
-   runs the same command, whose ``--resume`` picks the checkpoint up.
+   runs the same command: ``pretrain --resume`` picks the checkpoint up; ``transfer`` skips
+   the finished runs and resumes the unfinished ones by itself.
+
+The container runs with ``--cleanenv``; each task passes its launch variables in
+(:func:`xferscale.cluster.pass_env_wrapper`).
 
 ``SLURM_RESTART_COUNT`` caps the number of requeues, so a job that cannot make progress
 does not cycle forever.
@@ -22,10 +27,11 @@ import shlex
 from dataclasses import dataclass, field
 
 from xferscale import __version__
-from xferscale.cluster import Site, SiteError, slurm_seconds
+from xferscale.cluster import Site, SiteError, pass_env_wrapper, slurm_seconds
 
-# Commands whose job can be requeued, and the flag that makes a restarted run resume.
-RESUME_FLAGS: dict[str, str] = {"pretrain": "--resume"}
+# Commands whose job can be requeued, and the flag that makes a restarted run resume (None:
+# the command resumes by itself).
+RESUME_FLAGS: dict[str, str | None] = {"pretrain": "--resume", "transfer": None}
 COMMANDS = ("pretrain", "transfer", "bench")
 _SLURM_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")  # account and job names, safe after #SBATCH
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -89,7 +95,7 @@ def validate(site: Site, job: JobSpec) -> str:
 
 
 def command_line(site: Site, job: JobSpec) -> list[list[str]]:
-    """The job step as three word groups: srun, the container, the xferscale command."""
+    """The job step as word groups: srun, the task environment, the container, the command."""
     args = list(job.args)
     resume = RESUME_FLAGS.get(job.command)
     if job.requeues and resume and resume not in args:
@@ -98,7 +104,8 @@ def command_line(site: Site, job: JobSpec) -> list[list[str]]:
     container = ["apptainer", "run", *site.container_options]
     for bind in job.binds:
         container += ["--bind", bind]
-    return [srun, [*container, _IMAGE], [job.command, *args]]
+    task_env = pass_env_wrapper(site.container_env(tuple(job.extra_env)))
+    return [srun, task_env, [*container, _IMAGE], [job.command, *args]]
 
 
 def _quote_step(groups: list[list[str]]) -> str:
