@@ -36,8 +36,22 @@ def run_xferscale(*args: str, nproc: int = 1, check: bool = True, timeout: float
     return proc
 
 
-def start_xferscale(*args: str) -> subprocess.Popen:
-    return subprocess.Popen(xferscale_cmd(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+def start_xferscale(*args: str, nproc: int = 1, env: dict[str, str] | None = None) -> subprocess.Popen:
+    return subprocess.Popen(xferscale_cmd(*args, nproc=nproc), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**_env(), **(env or {})})
+
+
+def child_pids(pid: int) -> list[int]:
+    """The direct children of ``pid`` (torchrun's workers), from /proc."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            children.append(int(stat.parent.name))
+    return sorted(children)
 
 
 def load_weights(run_dir: Path) -> dict[str, torch.Tensor]:

@@ -1,5 +1,6 @@
 """The pre-training engine end to end, in real processes (gloo ranks under torchrun)."""
 import json
+import os
 import signal
 import time
 from pathlib import Path
@@ -7,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import load_weights, run_xferscale, start_xferscale
+from conftest import child_pids, load_weights, run_xferscale, start_xferscale
 from xferscale.distributed import first_host, horovod_available, launch_env
 
 
@@ -49,6 +50,47 @@ def test_sigterm_checkpoint_and_resume_equal_an_uninterrupted_run(tmp_path, tiny
     resumed = run_xferscale("pretrain", *args, f"output_dir={out}", "--resume")
     assert "after 48 steps" in resumed.stdout
     _assert_same_weights(load_weights(tmp_path / "full"), load_weights(out), atol=0)
+
+
+def _wait_for_steps(metrics: Path, lines: int, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= lines):
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("nproc", [1, 2])
+def test_a_stop_signal_is_acted_on_within_seconds_not_log_every_steps(tmp_path, tiny_args, nproc):
+    """SIGUSR1 to one rank: every rank stops at the same step, long before the next log step
+    (1000), the checkpoint is written, and the stop marker tells a job script to requeue."""
+    out, marker = tmp_path / "run", tmp_path / "stopped"
+    args = [*tiny_args, "schedule.epochs=400", "train.log_every=1000", "train.checkpoint_every=5",
+            f"output_dir={out}"]
+    proc = start_xferscale("pretrain", *args, nproc=nproc, env={"XFERSCALE_STOP_MARKER": str(marker)})
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / "checkpoint.pt").exists():
+        time.sleep(0.05)
+    targets = child_pids(proc.pid) if nproc > 1 else [proc.pid]
+    assert len(targets) == nproc
+    os.kill(targets[-1], signal.SIGUSR1)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    state = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert 5 <= state["step"] < 1000 and "stopped by signal" in stdout
+    assert marker.read_text().startswith("stopped by signal")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stopped_by_signal"] and not summary["finished"] and summary["steps"] == state["step"]
+
+
+def test_stop_poll_interval_follows_the_agreed_step_time():
+    from xferscale.distributed import DistEnv
+    from xferscale.trainer import _StopPoll
+
+    poll = _StopPoll(DistEnv(rank=0, world_size=4), seconds=5.0)
+    assert poll.interval == 1 and poll.due(7)
+    poll.retune(images_per_s_total=640.0, local_batch=16)  # 64 images a step: 0.1 s
+    assert poll.interval == 50 and poll.due(100) and not poll.due(101)
+    poll.retune(images_per_s_total=32.0, local_batch=16)  # 2 s a step
+    assert poll.interval == 2
 
 
 def test_nan_loss_stops_with_the_step_named(tmp_path, tiny_args):

@@ -82,6 +82,7 @@ class TrainConfig:
     seed: int = 0
     max_steps: Optional[int] = None  # stop early (benchmarks, smoke runs)
     log_every: int = 10  # steps between host syncs for loss/metrics
+    stop_check_seconds: float = 5.0  # a stop signal is acted on within about this long
     checkpoint_every: int = 100  # steps; a checkpoint is also written at each epoch end
     warmup_exclude: int = 5  # steps excluded from throughput
     progress: bool = True
@@ -253,6 +254,7 @@ def validate(cfg: ExperimentConfig, require_data: bool = True) -> None:
         "train.global_batch": cfg.train.global_batch,
         "train.log_every": cfg.train.log_every,
         "train.checkpoint_every": cfg.train.checkpoint_every,
+        "train.stop_check_seconds": cfg.train.stop_check_seconds,
         "schedule.epochs": cfg.schedule.epochs,
         "schedule.milestone_base": cfg.schedule.milestone_base,
     }

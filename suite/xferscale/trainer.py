@@ -222,6 +222,7 @@ class Trainer:
             (self.out / "config.yaml").write_text(dump_config(cfg))
         meter = _Throughput(env, self.local_batch, cfg.train.warmup_exclude)
         window = _Window(env.device)
+        poll = _StopPoll(env, cfg.train.stop_check_seconds)
         bar = tqdm(total=self.total_steps, initial=self.step, unit="step", dynamic_ncols=True, mininterval=1.0,
                    disable=not (env.is_main and cfg.train.progress), desc=f"pretrain {cfg.name}")
         log = open(self.out / "metrics.jsonl", "a") if env.is_main else None
@@ -242,12 +243,15 @@ class Trainer:
                             record, stop_votes = window.flush(env, self.step, stop.signum is not None, meter.window_rate())
                             record.update(epoch=self.epoch, lr=lr)
                             self._check_finite(record)
+                            poll.retune(record["images_per_s_total"], self.local_batch)
                             if log:
                                 log.write(json.dumps(record) + "\n")
                                 log.flush()
                             bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.3g}")
                             if stop_votes:
                                 stopped_by = stop.signum or "signal on another rank"
+                        elif poll.due(self.step) and poll.agreed(stop.signum is not None):
+                            stopped_by = stop.signum or "signal on another rank"
                         if stopped_by or last:
                             break
                         if self.step % cfg.train.checkpoint_every == 0:
@@ -260,8 +264,9 @@ class Trainer:
             if log:
                 log.close()
         summary = meter.summary()
-        summary.update(steps=self.step, epoch=self.epoch, checkpoint=str(self.checkpoint_path),
-                       stopped_by_signal=stopped_by is not None, model=cfg.model.name, world_size=env.world_size,
+        summary.update(steps=self.step, total_steps=self.total_steps, epoch=self.epoch,
+                       checkpoint=str(self.checkpoint_path), stopped_by_signal=stopped_by is not None,
+                       finished=stopped_by is None and self.step >= self.total_steps, model=cfg.model.name, world_size=env.world_size,
                        global_batch=cfg.train.global_batch, precision=cfg.train.precision, loss=window.last_loss)
         if env.is_main:
             (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -274,6 +279,34 @@ class Trainer:
                 f"The last good checkpoint is {self.checkpoint_path} "
                 "(lower optim.base_lr, raise schedule.warmup_steps, or use train.precision=amp_bf16/fp32)"
             )
+
+
+class _StopPoll:
+    """Agree on a stop request within about ``seconds`` of the signal, not ``log_every`` steps.
+
+    One process acts on its own flag at every step. Ranks must stop at the same step, so
+    they all-reduce their flags every ``interval`` steps, the interval re-tuned at each log
+    flush from the step time all ranks agree on (the summed throughput): ~``seconds`` apart,
+    and at most one small collective per interval.
+    """
+
+    def __init__(self, env: DistEnv, seconds: float):
+        self.env, self.seconds, self.interval = env, seconds, 1
+
+    def due(self, step: int) -> bool:
+        return self.env.world_size == 1 or step % self.interval == 0
+
+    def agreed(self, requested: bool) -> bool:
+        if self.env.world_size == 1:
+            return requested
+        flag = torch.tensor([float(requested)], device=self.env.device)
+        all_reduce(flag, self.env)
+        return bool(flag.item() > 0)
+
+    def retune(self, images_per_s_total: float, local_batch: int) -> None:
+        if images_per_s_total > 0:
+            step_s = local_batch * self.env.world_size / images_per_s_total
+            self.interval = max(1, int(self.seconds / step_s))
 
 
 class _Window:

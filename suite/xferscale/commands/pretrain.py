@@ -55,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
             return 2
 
     from xferscale.distributed import shutdown
+    from xferscale.preemption import write_stop_marker
     from xferscale.trainer import NonFiniteLossError, Trainer
 
     try:
@@ -79,7 +80,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"loss {summary['loss']:.4f} after {summary['steps']} steps; throughput {summary['images_per_s_total']:.1f} "
               f"images/s in total (per rank: {per_rank}; warm-up {summary['warmup_steps_excluded']} steps excluded)")
         if summary["stopped_by_signal"]:
-            print(f"stopped by signal; checkpoint written to {summary['checkpoint']} (continue with --resume)")
+            message = f"stopped by signal; checkpoint written to {summary['checkpoint']} (continue with --resume)"
+            print(message)
+            write_stop_marker(message)
         else:
             print(f"checkpoint: {summary['checkpoint']}")
     return 0

@@ -86,6 +86,7 @@ def _build_target(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    from xferscale.preemption import write_stop_marker
     from xferscale.report.results_report import write_results_report
     from xferscale.transfer.finetune import FineTuneError, FineTuneSettings, Preempted
     from xferscale.transfer.grid import run_grid
@@ -130,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
                            extra_config={"launcher_world_size": world, "pid": os.getpid()})
     except Preempted as err:  # the state is saved; finished runs already have their records
         print(f"xferscale transfer: {err}", file=sys.stderr)
+        write_stop_marker(str(err))
         return 0
     except (ResultError, CheckpointError, TargetError, FineTuneError, ValueError) as err:
         print(f"xferscale transfer: {err}", file=sys.stderr)
