@@ -2,6 +2,7 @@
 
 The real CPU-mode run of the checks is `checks/run_ci.sh` (make reframe-ci), not here.
 """
+import json
 import os
 import re
 import subprocess
@@ -35,7 +36,7 @@ def test_builtin_generic_system_selects_only_the_cpu_checks(tmp_path):
     assert names == {
         "TrainThroughput %num_workers=1 %model=tiny %precision=fp32 %loader=synthetic",
         "AllReduceSweep %num_workers=2 %framework=torch",
-        "ScalingSweep %num_workers=2 %model=tiny %precision=fp32 %loader=synthetic",
+        "ScalingSweep %num_workers=2 %model=tiny %precision=fp32 %loader=synthetic %framework=torch",
         "PretrainExperiment %num_workers=2 %config=default",
         "TransferExperiment %num_workers=1 %case=tiny/default/default",
         "LoaderThroughput %num_workers=1 %gpu=cpu",
@@ -44,24 +45,51 @@ def test_builtin_generic_system_selects_only_the_cpu_checks(tmp_path):
     assert "^ScalingSweep %num_workers=1 %model=tiny" in out
 
 
+def _juwels_env(tmp_path, **extra):
+    return {"RFM_CONFIG_FILES": str(CHECKS / "config" / "juwels_booster.py"), "XFERSCALE_MODULES_SYSTEM": "nomod",
+            "SCRATCH": str(tmp_path / "scratch"), **extra}
+
+
+def test_juwels_config_without_scratch_says_what_to_run(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RFM_") and k != "SCRATCH"}
+    env.update(_juwels_env(tmp_path))
+    env.pop("SCRATCH")
+    cmd = [sys.executable, "-c", "import sys; from reframe.frontend.cli import main; sys.argv[0] = 'reframe'; main()",
+           "-c", str(CHECKS / "scaling.py"), "-l", "--nocolor", "--system", "juwels_booster"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode != 0
+    assert "SCRATCH is not set; run `jutil env activate -p <project>` first" in proc.stdout + proc.stderr
+    assert not list(tmp_path.rglob("${SCRATCH}*"))  # no literal ${SCRATCH} tree
+
+
 def test_juwels_booster_config_selects_the_gpu_checks(tmp_path):
-    listed, out = _list(tmp_path, "--system", "juwels_booster", env_extra={
-        "RFM_CONFIG_FILES": str(CHECKS / "config" / "juwels_booster.py"), "XFERSCALE_MODULES_SYSTEM": "nomod"})
+    listed, out = _list(tmp_path, "--system", "juwels_booster", env_extra=_juwels_env(tmp_path))
     assert not [line for line in listed if "model=tiny" in line or "config=default" in line]
-    scaling = sorted(int(m) for m in re.findall(r"ScalingSweep %num_workers=(\d+) %model=r152x4", out))
-    assert scaling == [1, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
+    for framework in ("torch", "horovod"):  # the paper's Fig. 4 framework too: JUWELS declares horovod
+        scaling = sorted({int(m) for m in re.findall(
+            rf"ScalingSweep %num_workers=(\d+) %model=r152x4 %precision=fp32 %loader=synthetic %framework={framework}",
+            out)})
+        assert scaling == [1, 4, 8, 16, 32, 64, 128, 256, 512, 1024], framework
+    # The sweep runs point after point: 1024 depends on 512 (and on 1).
+    assert re.search(r"ScalingSweep %num_workers=512 %model=r152x4 \S+ \S+ %framework=torch", out)
     train = [line for line in listed if line.startswith("- TrainThroughput")]
     assert len(train) == 2 * 4 * 2  # models x precisions x loaders
-    assert any("PretrainExperiment %num_workers=256 %config=r152x4_in21k" in line for line in listed)
+    # Benchmark mode (default): every paper config on one node; the full runs only with -S mode=full.
+    pretrain = [line for line in listed if line.startswith("- PretrainExperiment")]
+    assert len(pretrain) == 12 and all("%num_workers=4 " in line for line in pretrain)
+    full, _ = _list(tmp_path, "--system", "juwels_booster", "-S", "mode=full", "-n", "PretrainExperiment",
+                    env_extra=_juwels_env(tmp_path))
+    assert any("PretrainExperiment %num_workers=256 %config=r152x4_in21k" in line for line in full)
+    assert not any("%num_workers=4 " in line for line in full)
 
 
 def test_scaling_references_are_the_papers_fig4():
     refs = yaml.safe_load((CHECKS / "references" / "scaling.yaml").read_text())["ScalingSweep"]
-    assert refs["$index"] == ["$system", "model", "num_workers"]
-    ours = {n: v["efficiency"][0] for n, v in refs["juwels_booster"]["r152x4"].items()}
+    assert refs["$index"] == ["$system", "framework", "model", "num_workers"]
+    ours = {n: v["efficiency"][0] for n, v in refs["juwels_booster"]["horovod"]["r152x4"].items()}
     paper = {n: e for n, e in paper_efficiencies().items() if n > 1}
     assert ours == paper
-    assert all(v["efficiency"][3] == "%" for v in refs["juwels_booster"]["r152x4"].values())
+    assert all(v["efficiency"][3] == "%" for v in refs["juwels_booster"]["horovod"]["r152x4"].values())
 
 
 @pytest.mark.parametrize("model", ["r50x1", "r152x4"])
@@ -96,20 +124,81 @@ def test_every_check_file_points_at_an_existing_reference_file():
 def test_juwels_job_script_launches_one_task_per_gpu_in_the_container(tmp_path):
     """The GPU path as ReFrame writes it (--dry-run: job scripts, no submission)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RFM_")}
-    env.update(RFM_CONFIG_FILES=str(CHECKS / "config" / "juwels_booster.py"), XFERSCALE_MODULES_SYSTEM="nomod",
-               XFERSCALE_IMAGE="/p/project/x/xferscale.sif", XFERSCALE_ACCOUNT="proj",
+    env.update(_juwels_env(tmp_path), XFERSCALE_IMAGE="/p/project/x/xferscale.sif", XFERSCALE_ACCOUNT="proj",
                XFERSCALE_RFM_STAGE=str(tmp_path / "stage"))
     cmd = [sys.executable, "-c", "import sys; from reframe.frontend.cli import main; sys.argv[0] = 'reframe'; main()",
            "-c", str(CHECKS / "scaling.py"), "--system", "juwels_booster:booster", "-n", "ScalingSweep",
            "-x", r"num_workers=(1|4|16|32|64|128|256|512|1024) ", "--dry-run", "--prefix", str(tmp_path), "--nocolor"]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    (text,) = [t for t in (p.read_text() for p in (tmp_path / "stage").rglob("rfm_job.sh")) if "--ntasks=8\n" in t]
+    scripts = [t for t in (p.read_text() for p in (tmp_path / "stage").rglob("rfm_job.sh")) if "--ntasks=8\n" in t]
+    (text,) = [t for t in scripts if "--distributed auto" in t]
+    assert any("--distributed horovod" in t for t in scripts)  # the paper's framework, where the image has it
     for line in ["#SBATCH --ntasks=8", "#SBATCH --ntasks-per-node=4", "#SBATCH --gres=gpu:4",
                  "#SBATCH --partition=booster", "#SBATCH --account=proj", "export NCCL_SOCKET_IFNAME=ib0"]:
         assert line in text
-    assert 'export MASTER_ADDR="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)i"' in text
+    assert 'export MASTER_ADDR="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | sed -n 1p)i"' in text
     launch = text.strip().splitlines()[-1]
     assert launch.startswith("srun ") and "--cpu-bind=none" in launch
     assert "apptainer exec" in launch and "--nv" in launch and "/p/project/x/xferscale.sif xferscale bench train" in launch
+    assert "--cleanenv" in launch and "xferscale-task-env apptainer exec" in launch and "SLURM_PROCID" in launch
     assert "--model r152x4 --precision fp32" in launch
+
+
+def _dry_run(tmp_path, *args, **env_extra):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RFM_")}
+    env.update(_juwels_env(tmp_path), XFERSCALE_IMAGE="/p/project/x/xferscale.sif", XFERSCALE_ACCOUNT="proj",
+               XFERSCALE_RFM_STAGE=str(tmp_path / "stage"), **env_extra)
+    cmd = [sys.executable, "-c", "import sys; from reframe.frontend.cli import main; sys.argv[0] = 'reframe'; main()",
+           "-c", str(CHECKS / "experiments.py"), "--dry-run", "--prefix", str(tmp_path), "--nocolor", *args]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout, {p.parent.name: p.read_text() for p in (tmp_path / "stage").rglob("rfm_job.sh")}
+
+
+def test_experiment_job_scripts_fit_the_partition_and_chain_requeues(tmp_path):
+    """The experiments as ReFrame writes them for JUWELS (--dry-run): limits, binds, requeue chain."""
+    data, root = tmp_path / "prepared", tmp_path / "experiments"
+    (data / "in1k").mkdir(parents=True)
+    (data / "in1k" / "dataset.json").write_text("{}")
+    common = ["-n", "PretrainExperiment", "-x", "config=default"]
+    env = dict(XFERSCALE_DATA_ROOT=str(data), XFERSCALE_EXPERIMENT_ROOT=str(root))
+
+    out, scripts = _dry_run(tmp_path / "bench", "--system", "juwels_booster:develbooster", *common, **env)
+    (text,) = [t for t in scripts.values() if "r50x1_in1k" in t]
+    assert "#SBATCH --time=1:0:0" in text or "#SBATCH --time=01:00:00" in text  # within develbooster's 2 h
+    assert "--requeue" not in text and "train.max_steps=300" in text and "--resume" not in text
+    launch = text.strip().splitlines()[-1]
+    assert f'-B"{root}:{root}"' in launch and f'-B"{data}:{data}"' in launch and "--cleanenv" in launch
+    assert f"--output-dir {root}/pretrain/benchmark/r50x1_in1k-4gpu" in launch
+    assert "no prepared dataset at" in out  # the other sources have no dataset.json here
+
+    _, scripts = _dry_run(tmp_path / "full", "--system", "juwels_booster:booster", "-S", "mode=full", *common, **env)
+    (text,) = [t for t in scripts.values() if "r50x1_in1k" in t]
+    for line in ("#SBATCH --requeue", "#SBATCH --open-mode=append", "#SBATCH --signal=USR1@300",
+                 "export XFERSCALE_STOP_MARKER=xferscale.stopped", "rm -f xferscale.stopped",
+                 'scontrol requeue "$SLURM_JOB_ID"'):
+        assert line in text, line
+    assert "#SBATCH --time=24:0:0" in text or "#SBATCH --time=24:00:00" in text
+    assert "#SBATCH --nodes=16" in text or "#SBATCH --ntasks=64" in text
+    assert f"--output-dir {root}/pretrain/full/r50x1_in1k --resume" in text
+
+
+def test_transfer_experiment_starts_from_a_finished_pretraining_of_the_same_root(tmp_path):
+    root = tmp_path / "experiments"
+    args = ["--system", "juwels_booster:booster", "-S", "mode=full", "-n", "TransferExperiment",
+            "-n", "r50x1/in1k/cifar10"]
+    out, scripts = _dry_run(tmp_path / "a", *args, XFERSCALE_EXPERIMENT_ROOT=str(root))
+    assert not scripts and "no finished pre-training of r50x1_in1k" in out
+    run = root / "pretrain" / "full" / "r50x1_in1k"
+    run.mkdir(parents=True)
+    (run / "checkpoint.pt").write_bytes(b"")
+    (run / "summary.json").write_text(json.dumps({"finished": False}))  # a chain still under way
+    out, scripts = _dry_run(tmp_path / "b", *args, XFERSCALE_EXPERIMENT_ROOT=str(root))
+    assert not scripts and "no finished pre-training" in out
+    (run / "summary.json").write_text(json.dumps({"finished": True}))
+    _, scripts = _dry_run(tmp_path / "c", *args, XFERSCALE_EXPERIMENT_ROOT=str(root))
+    (text,) = [t for t in scripts.values() if "--target cifar10 " in t]
+    assert f"--checkpoint {run}/checkpoint.pt" in text and f"--results {root}/transfer/full" in text
+    assert "--seeds 0-4" in text and "#SBATCH --signal=USR1@300" in text

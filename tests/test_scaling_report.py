@@ -90,7 +90,7 @@ def test_report_on_a_real_reframe_perflog(tmp_path, capsys):
     n1, n2 = (r.split(",") for r in rows[1:])
     # E(2) = 100 * T(2) / (2 * T(1)), from the logged throughputs
     assert float(n2[7]) == pytest.approx(100 * float(n2[5]) / (2 * float(n1[5])), rel=1e-4)
-    assert (out / "scaling_local_cpu_tiny_fp32.png").stat().st_size > 10_000
+    assert (out / "scaling_local_cpu_tiny_fp32_torch.png").stat().st_size > 10_000
     assert "Scaling model:" in capsys.readouterr().out
 
 

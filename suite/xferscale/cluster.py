@@ -34,23 +34,32 @@ def slurm_seconds(time: str) -> int:
     return total
 
 
+def format_seconds(seconds: float) -> str:
+    """A SLURM time limit (HH:MM:SS) for ``seconds``, rounded up to the next second."""
+    total = int(-(-seconds // 1))
+    return f"{total // 3600:02d}:{total % 3600 // 60:02d}:{total % 60:02d}"
+
+
 @dataclass(frozen=True)
 class Partition:
     name: str
     max_nodes: int
     max_time: str  # SLURM time limit, HH:MM:SS
 
-    def check(self, nodes: int, time: str) -> None:
-        """Raise SiteError unless a job of `nodes` nodes and `time` fits this partition."""
+    def check(self, nodes: int, time: str | float) -> None:
+        """Raise SiteError unless a job of `nodes` nodes and `time` (a SLURM time or
+        seconds) fits this partition."""
         if nodes < 1:
             raise SiteError(f"--nodes must be at least 1, got {nodes}")
         if nodes > self.max_nodes:
             raise SiteError(
                 f"--nodes {nodes} exceeds the {self.max_nodes}-node limit of partition {self.name!r}"
             )
-        if slurm_seconds(time) > slurm_seconds(self.max_time):
+        seconds = slurm_seconds(time) if isinstance(time, str) else time
+        if seconds > slurm_seconds(self.max_time):
             raise SiteError(
-                f"--time {time} exceeds the {self.max_time} limit of partition {self.name!r}"
+                f"--time {time if isinstance(time, str) else format_seconds(seconds)} exceeds the "
+                f"{self.max_time} limit of partition {self.name!r}"
             )
 
 

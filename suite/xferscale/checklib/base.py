@@ -11,12 +11,18 @@ Every check runs in two modes chosen by the partition's features, not by separat
   the Apptainer image when the partition has a container platform;
 - any other partition (ReFrame's built-in ``generic`` system, ``checks/config/local.py``)
   runs the CPU mode: tiny model, 1 or 2 processes under ``torchrun --standalone``, gloo.
+
+On a partition that states its limits (``extras['max_nodes']``, ``extras['max_time']``, from
+:mod:`xferscale.cluster`), a variant whose nodes or time limit do not fit is skipped with
+the reason, exactly as ``xferscale slurm`` refuses such a job.
 """
 from __future__ import annotations
 
 import os
 import shlex
 from typing import Any
+
+from xferscale.cluster import Partition, SiteError, pass_env_wrapper
 
 import reframe as rfm
 import reframe.utility.sanity as sn
@@ -73,6 +79,10 @@ class XferscaleRun(rfm.RunOnlyRegressionTest):
         """The ``xferscale`` arguments; subclasses build them from their parameters."""
         raise NotImplementedError
 
+    def container_binds(self) -> list[str]:
+        """Host folders the container must see besides the stage directory (data, results)."""
+        return []
+
     def run_in_mode(self, gpu: bool) -> None:
         """Make this variant a GPU-mode or a CPU-mode (CI) test: where it runs, its tags."""
         self.valid_systems = GPU_PARTITIONS if gpu else CPU_PARTITIONS
@@ -94,6 +104,8 @@ class XferscaleRun(rfm.RunOnlyRegressionTest):
 
     def _launch_cpu(self, args: list[str]) -> None:
         self.num_tasks = 1
+        # Under a real scheduler the one task needs a core per worker, or torchrun's workers share one.
+        self.num_cpus_per_task = self.num_workers
         # One thread per process at every N: T(1) and T(N) then use the cores alike, and
         # torch's default (all cores per process) would oversubscribe a shared machine.
         self.env_vars.setdefault("OMP_NUM_THREADS", "1")
@@ -106,10 +118,24 @@ class XferscaleRun(rfm.RunOnlyRegressionTest):
             "--standalone", f"--nproc_per_node={self.num_workers}", "--no-python", "xferscale", *args,
         ]
 
+    def partition_limits(self) -> Partition | None:
+        extras = self.current_partition.extras
+        if "max_nodes" not in extras or "max_time" not in extras:
+            return None
+        return Partition(self.current_partition.name, int(extras["max_nodes"]), str(extras["max_time"]))
+
+    def check_partition_limits(self) -> None:
+        """Skip, naming the limit, a variant the partition would never run."""
+        limits = self.partition_limits()
+        if limits is None:
+            return
+        try:
+            limits.check(self.num_nodes, self.time_limit if self.time_limit is not None else limits.max_time)
+        except SiteError as err:
+            self.skip(f"{self.current_partition.fullname}: {err}")
+
     def _launch_gpu(self, args: list[str]) -> None:
-        max_nodes = self.current_partition.extras.get("max_nodes")
-        self.skip_if(bool(max_nodes) and self.num_nodes > int(max_nodes),
-                     f"{self.num_nodes} nodes exceed {self.current_partition.fullname}'s limit of {max_nodes}")
+        self.check_partition_limits()
         per_node = min(self.num_workers, self.gpus_per_node)
         self.num_tasks = self.num_workers
         self.num_tasks_per_node = per_node
@@ -122,18 +148,25 @@ class XferscaleRun(rfm.RunOnlyRegressionTest):
             self.job.launcher.options += [f"--cpu-bind={cpu_bind}"]
         # srun starts one task per GPU; xferscale.distributed reads SLURM_PROCID etc. and
         # rendezvouses at the first node's InfiniBand name.
-        suffix = self.current_partition.extras.get("master_addr_suffix", "")
-        port = self.current_partition.extras.get("master_port", 29500)
-        self.prerun_cmds += [
-            f'export MASTER_ADDR="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1){suffix}"',
-            f"export MASTER_PORT={port}",
-        ]
-        image = self.container_image or self.current_partition.extras.get("container_image", "")
+        extras = self.current_partition.extras
+        suffix = extras.get("master_addr_suffix", "")
+        port = extras.get("master_port", 29500)
+        # The site's own expression (sed -n 1p, as the sbatch scripts): the job's first host.
+        master = extras.get("master_addr_shell",
+                            f'"$(scontrol show hostnames "$SLURM_JOB_NODELIST" | sed -n 1p){suffix}"')
+        self.prerun_cmds += [f"export MASTER_ADDR={master}", f"export MASTER_PORT={port}"]
+        image = self.container_image or extras.get("container_image", "")
         if image and self.current_partition.container_runtime:
             self.container_platform = self.current_partition.container_runtime
             self.container_platform.image = os.path.expandvars(image)
             self.container_platform.command = shlex.join(["xferscale", *args])
             self.container_platform.with_cuda = True
+            self.container_platform.mount_points += [(path, path) for path in dict.fromkeys(self.container_binds())]
+            self.container_platform.options += list(extras.get("container_options", []))
+            names = extras.get("container_env")
+            if names:  # a clean container environment: each task passes its launch variables in
+                self.job.launcher.options += [shlex.quote(w) for w in pass_env_wrapper(
+                    tuple(dict.fromkeys([*names, *self.env_vars])))]
         else:
             self.executable, self.executable_opts = "xferscale", args
 

@@ -69,21 +69,42 @@ class ScalingSweepBase(TrainThroughputBase):
     """Throughput on N workers and E(N) = 100 T(N) / (N T(1)) against the 1-worker run.
 
     Subclasses define the ``num_workers`` parameter; every N > 1 depends on the N = 1
-    variant of the same class on the same partition and environment.
+    variant of the same class on the same partition and environment, and on the next
+    smaller N of the sweep, so the points run one after the other: concurrent points would
+    share the network and disturb each other's figures.
     """
 
-    def baseline_name(self) -> str:
-        """The unique name of the N = 1 variant with this variant's other parameters."""
+    def variant_with(self, num_workers: int) -> str | None:
+        """The unique name of the variant at ``num_workers`` with this variant's other parameters."""
         cls = type(self)
         same = {name: (lambda v, mine=getattr(self, name): v == mine)
                 for name in cls.param_space.params if name != "num_workers"}
-        (variant,) = cls.get_variant_nums(num_workers=lambda n: n == 1, **same)
-        return cls.variant_name(variant)
+        found = cls.get_variant_nums(num_workers=lambda n: n == num_workers, **same)
+        return cls.variant_name(found[0]) if found else None
+
+    def baseline_name(self) -> str:
+        return self.variant_with(1)
+
+    def previous_point(self) -> str | None:
+        """The next smaller N of this variant's sweep that runs where it runs (None: none)."""
+        smaller = sorted(n for n in type(self).param_space["num_workers"] if 1 < n < self.num_workers)
+        for n in reversed(smaller):
+            name = self.variant_with(n)
+            if name is not None and self.sweep_point_runs(n):
+                return name
+        return None
+
+    def sweep_point_runs(self, num_workers: int) -> bool:
+        """Whether the sweep has a point at ``num_workers`` in this variant's mode (subclasses)."""
+        return True
 
     @run_after("init")
     def depend_on_single(self) -> None:
         if self.num_workers > 1:
             self.depends_on(self.baseline_name())
+            previous = self.previous_point()
+            if previous is not None:
+                self.depends_on(previous)
 
     def single_throughput(self) -> float:
         if self.num_workers == 1:

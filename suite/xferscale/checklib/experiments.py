@@ -1,9 +1,23 @@
 """Library classes of the experiment checks: the paper's pre-training runs and transfers.
 
-These are regression tests of results, not of speed: a pre-training run is held to the
-paper's cost (hours on its GPU count, projected from the measured throughput), a full-shot
-transfer to the paper's score within a tolerance. On the real machine they take hours to
-days; their CPU mode runs the tiny demo in a minute.
+Each experiment runs in one of two modes (``-S mode=...``), the way HPC benchmarks split
+a days-long job:
+
+- ``benchmark`` (default): a fixed number of steps in one short job (``benchmark_time``,
+  within ``develbooster``'s limits on one node), checked for a finite loss, with the
+  throughput measured and the whole schedule's time to train projected against the paper's
+  cost (GPU-hours);
+- ``full``: the whole schedule as a chain of requeued jobs: SLURM sends SIGUSR1
+  ``signal_lead_s`` before each job's time limit, every rank checkpoints, the job script
+  sees the stop marker and calls ``scontrol requeue``, and the next job resumes. Re-running
+  the check continues from wherever the chain stopped.
+
+Checkpoints and results live under a persistent ``experiment_root`` (``-S
+experiment_root=...``, or the partition's ``extras['experiment_root']``, on JUWELS under
+``$SCRATCH``), never in the stage directory, which ReFrame deletes when a test passes. A
+transfer starts from the pre-training checkpoint of the same root (full mode: a finished
+one). The container sees the experiment root and the prepared data (``container_binds``).
+Their CPU mode (tag ``ci``) runs the tiny demo in a minute, in the stage directory.
 """
 from __future__ import annotations
 
@@ -22,12 +36,17 @@ import yaml
 from reframe.core.builtins import parameter, performance_function, run_after, run_before, sanity_function, variable
 
 from xferscale.checklib.base import XferscaleRun
+from xferscale.cluster import STOP_MARKER_ENV, slurm_seconds
 
 #: A CPU-mode pre-training: the demo config cut to a few small steps.
 CPU_PRETRAIN_OVERRIDES = [
     "train.max_steps=3", "train.global_batch=16", "data.image_size=32", "data.synthetic_samples=64",
     "train.warmup_exclude=1", "train.progress=false", "schedule.warmup_steps=1",
 ]
+MODES = ("benchmark", "full")
+#: Written by a run that a signal stopped with its state saved (relative to the stage directory,
+#: which is also the container's working directory).
+STOP_MARKER = "xferscale.stopped"
 
 
 @functools.lru_cache(maxsize=1)
@@ -45,72 +64,141 @@ def paper_transfer_cases() -> list[tuple[str, str, str]]:
             for target in targets]
 
 
-def source_images(config_name: str) -> float | None:
-    """Images in one epoch of a paper source ('r152x4_in21k' -> 14e6), from paper.yaml."""
-    sources = _paper()["pretraining"]["sources"]
-    _, _, source = config_name.partition("_")
-    if source in sources:
-        return float(sources[source]["images"])
-    datasets = sources["medical"]["datasets"]
-    parts = {"mimic": "mimic_cxr"}
-    names = [parts.get(p, p) for p in source.split("_")]
-    if names and all(n in datasets for n in names):
-        return float(sum(datasets[n] for n in names))
-    return None
+def requeue_commands(max_restarts: int) -> list[str]:
+    """After the job step: requeue when the run left the stop marker, within ``max_restarts``."""
+    return [
+        f'if [ -e {STOP_MARKER} ]; then\n'
+        f'    if [ "${{SLURM_RESTART_COUNT:-0}}" -ge {max_restarts} ]; then\n'
+        f'        echo "xferscale: checkpoint written; {max_restarts} restarts used up, not requeueing" >&2; exit 1\n'
+        f'    fi\n'
+        f'    echo "xferscale: checkpoint written; requeueing (restart $(( ${{SLURM_RESTART_COUNT:-0}} + 1 )))"\n'
+        f'    scontrol requeue "$SLURM_JOB_ID"\n'
+        f'fi'
+    ]
 
 
 class ExperimentRun(XferscaleRun):
-    """A paper experiment: on GPUs it runs for hours to days, so only on request."""
+    """A paper experiment: a short benchmark-mode job, or the full run as a requeue chain."""
 
-    #: Run the paper experiments on GPUs; off unless -S run_long=true.
-    run_long = variable(bool, value=False)
+    #: ``benchmark`` (a fixed number of steps, time to train projected) or ``full`` (the
+    #: whole schedule as a chain of requeued jobs).
+    mode = variable(str, value="benchmark")
+    #: Persistent folder of checkpoints and results. Empty: the partition's
+    #: ``extras['experiment_root']``; CPU mode without either: the stage directory.
+    experiment_root = variable(str, value="")
+    #: Folder of prepared datasets, one sub-folder per source or target (--data/data.path).
+    #: Empty: the partition's ``extras['data_root']``.
+    data_root = variable(str, value="")
+    #: Time limit of a benchmark-mode job; a full-mode job takes the partition's limit.
+    benchmark_time = variable(str, value="01:00:00")
+    #: Full mode: seconds before a job's time limit at which every rank checkpoints.
+    signal_lead_s = variable(int, value=300)
+    #: Full mode: requeues the chain may use before it gives up.
+    max_restarts = variable(int, value=100)
+
+    @run_after("init")
+    def check_mode(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"-S mode={self.mode!r}: choose one of {', '.join(MODES)}")
+        self.tags.add(self.mode)
+
+    @property
+    def full(self) -> bool:
+        return self.mode == "full"
+
+    @property
+    def root(self) -> str:
+        root = self.experiment_root or self.current_partition.extras.get("experiment_root", "")
+        return os.path.expandvars(root) if root else self.stagedir
+
+    def data_dir(self, name: str) -> str | None:
+        root = self.data_root or self.current_partition.extras.get("data_root", "")
+        return os.path.join(os.path.expandvars(root), name) if root else None
+
+    def container_binds(self) -> list[str]:
+        data = self.data_root or self.current_partition.extras.get("data_root", "")
+        return [path for path in (self.root, os.path.expandvars(data)) if path]
 
     @run_after("setup")
-    def long_runs_on_request(self) -> None:
-        self.skip_if(self.on_gpu and not self.run_long,
-                     "a long paper experiment: select it with -t experiment -S run_long=true")
+    def set_time_limit(self) -> None:
+        if not self.on_gpu:
+            return
+        limits = self.partition_limits()
+        limit = limits.max_time if self.full and limits else self.benchmark_time
+        self.time_limit = slurm_seconds(limit)
+
+    @run_before("run")
+    def chain_requeues(self) -> None:
+        """Full mode: signal before the limit, checkpoint, requeue, resume (see module doc)."""
+        if not (self.on_gpu and self.full):
+            return
+        self.job.options += ["--requeue", "--open-mode=append", f"--signal=USR1@{self.signal_lead_s}"]
+        self.env_vars[STOP_MARKER_ENV] = STOP_MARKER
+        self.prerun_cmds.insert(0, f"rm -f {STOP_MARKER}")
+        self.postrun_cmds += requeue_commands(self.max_restarts)
 
 
 class PretrainExperimentBase(ExperimentRun):
-    """``xferscale pretrain --config NAME``; reads ``<output_dir>/summary.json``."""
+    """``xferscale pretrain --config NAME``; reads ``<run dir>/summary.json``."""
 
     config = parameter(["default"])
-    #: Stop after this many steps (None: the whole schedule, as in the paper).
-    max_steps = variable(int, type(None), value=None)
-    #: Folder of prepared datasets, one sub-folder per source (data.path=<root>/<source>).
-    data_root = variable(str, value="")
+    #: Benchmark mode: the steps of the job (the first ``train.warmup_exclude`` are not timed).
+    benchmark_steps = variable(int, value=300)
+    #: The GPUs of the paper's run, at which the time to train is projected.
+    paper_gpus = variable(int, value=64)
     extra_overrides = variable(list, value=[])
 
     @property
-    def output_dir(self) -> str:
-        return f"runs/{self.config}"
+    def source(self) -> str:
+        return self.config.partition("_")[2]
+
+    @property
+    def run_dir(self) -> str:
+        if not self.on_gpu:
+            return os.path.join(self.stagedir, "runs", self.config)
+        name = self.config if self.full else f"{self.config}-{self.num_workers}gpu"
+        return os.path.join(self.root, "pretrain", self.mode, name)
+
+    @run_after("setup")
+    def need_dataset(self) -> None:
+        if not self.on_gpu:
+            return
+        data = self.data_dir(self.source)
+        self.skip_if(data is None or not os.path.isfile(os.path.join(data, "dataset.json")),
+                     f"no prepared dataset at {data or '<data_root>/' + self.source} (make it with `xferscale prepare "
+                     f"{self.source} ...`; -S data_root=DIR or XFERSCALE_DATA_ROOT names the folder of datasets)")
 
     def overrides(self) -> list[str]:
         out = list(self.extra_overrides)
         if not self.on_gpu:
-            out += CPU_PRETRAIN_OVERRIDES
-        if self.max_steps:
-            out.append(f"train.max_steps={self.max_steps}")
-        root = self.data_root or self.current_partition.extras.get("data_root", "")
-        if root and self.config != "default":
-            out.append(f"data.path={os.path.join(root, self.config.partition('_')[2])}")
+            return out + CPU_PRETRAIN_OVERRIDES
+        out.append(f"data.path={self.data_dir(self.source)}")
+        if not self.full:
+            out += [f"train.max_steps={self.benchmark_steps}", f"train.checkpoint_every={self.benchmark_steps}"]
         return out
 
     def xferscale_args(self) -> list[str]:
         config = [] if self.config == "default" else ["--config", self.config]
-        return ["pretrain", *config, "--output-dir", self.output_dir, *self.overrides()]
+        resume = ["--resume"] if self.full else []
+        return ["pretrain", *config, "--output-dir", self.run_dir, *resume, *self.overrides()]
 
     def load_result(self) -> dict[str, Any]:
-        with open(os.path.join(self.stagedir, self.output_dir, "summary.json")) as fp:
+        with open(os.path.join(self.run_dir, "summary.json")) as fp:
             return json.load(fp)
 
     @sanity_function
     def assert_trained(self):
-        return sn.all([
-            sn.assert_found(r"checkpoint: ", self.stdout, msg="pretrain did not finish with a checkpoint"),
-            sn.assert_eq(sn.getitem(self.result(), "world_size"), self.num_workers),
-            sn.assert_true(sn.getitem(self.result(), "steps") > 0, msg="no step was run"),
-        ])
+        result = self.result()
+        checks = [
+            sn.assert_found(r"checkpoint: |stopped by signal", self.stdout, msg="pretrain wrote no checkpoint"),
+            sn.assert_eq(sn.getitem(result, "world_size"), self.num_workers),
+            sn.assert_true(sn.getitem(result, "steps") > 0, msg="no step was run"),
+            sn.assert_true(sn.call(math.isfinite, sn.getitem(result, "loss")), msg="the loss is not finite"),
+        ]
+        if self.on_gpu and self.full:
+            checks.append(sn.assert_true(sn.getitem(result, "finished"),
+                                         msg="the chain stopped before the end of the schedule"))
+        return sn.all(checks)
 
     @performance_function("img/s")
     def throughput_total(self):
@@ -120,50 +208,107 @@ class PretrainExperimentBase(ExperimentRun):
     def final_loss(self):
         return self.result_value("loss")
 
-    @performance_function("h")
-    def projected_hours(self):
-        """The whole schedule's wall time at the measured throughput."""
+    def schedule_images(self) -> float:
+        """Images of the whole schedule on the configured dataset's real size."""
         from xferscale.config import load_config
+        from xferscale.schedule import epoch_samples, expected_steps_per_epoch, plan_schedule
 
         cfg = load_config(None if self.config == "default" else self.config, self.overrides(), require_data=False)
-        images = source_images(self.config) if cfg.data.source == "prepared" else cfg.data.synthetic_samples
-        if not images:
-            return math.nan
-        return cfg.schedule.epochs * images / self.result_value("images_per_s_total") / 3600
+        samples = epoch_samples(cfg.data)
+        plan = plan_schedule(cfg, expected_steps_per_epoch(samples, cfg.train.global_batch), samples)
+        return float(plan.total_steps * cfg.train.global_batch)
+
+    @performance_function("h")
+    def projected_hours(self):
+        """The whole schedule's wall time on the paper's GPU count, scaling the measured
+        throughput linearly (an optimistic bound; ``ScalingSweep`` measures E(N))."""
+        per_gpu = self.result_value("images_per_s_total") / self.num_workers
+        return self.schedule_images() / (per_gpu * self.paper_gpus) / 3600
+
+    @performance_function("GPUh")
+    def projected_gpu_hours(self):
+        """GPU-hours of the whole schedule at the measured per-GPU throughput."""
+        per_gpu = self.result_value("images_per_s_total") / self.num_workers
+        return self.schedule_images() / per_gpu / 3600
 
 
 class TransferExperimentBase(ExperimentRun):
     """A full-shot transfer of a pre-trained checkpoint, scored against the paper.
 
-    Reads the result records the transfer writes (``results/.../shots-full/seed-*.json``,
-    one per seed) and scores them as the report's tables do (:func:`xferscale.report.aggregate`):
-    the mean over the seeds in percent, a mean ROC-AUC over the labels whose AUC is defined
-    (the labels left out are printed), and a cell that lacks a seed or is infeasible fails.
+    Reads the result records the transfer writes (``<results>/<source>/<model>/<target>/
+    shots-full/seed-*.json``) and scores them as the report's tables do
+    (:func:`xferscale.report.aggregate`): the mean over the seeds in percent, a mean ROC-AUC
+    over the labels whose AUC is defined (the labels left out are printed); a cell that
+    lacks a seed or is infeasible fails. Benchmark mode: ``benchmark_seeds`` at
+    ``benchmark_schedule_scale`` of the rule's schedule, with no reference.
     """
 
     model = variable(str, value="tiny")
     source = variable(str, value="default")
     target = variable(str, value="default")
     seeds = variable(str, value="0-4")
-    #: Folder holding the pre-training runs (<root>/<model>_<source>/checkpoint.pt).
-    checkpoint_root = variable(str, value="runs")
-    #: Folder of prepared target datasets (--data <root>/<target>); empty: the transfer's default.
-    data_root = variable(str, value="")
-    results_dir = variable(str, value="results")
+    benchmark_seeds = variable(str, value="0")
+    benchmark_schedule_scale = variable(float, value=0.05)
 
     @run_after("init")
     def need_transfer_command(self) -> None:
         self.skip_if(importlib.util.find_spec("xferscale.commands.transfer") is None,
                      "xferscale transfer is not installed in this build")
 
+    @run_after("init")
+    def no_reference_in_benchmark_mode(self) -> None:
+        if not self.full:  # a shortened schedule is not the paper's cell
+            self.reference = {}
+
+    @property
+    def results_dir(self) -> str:
+        if not self.on_gpu:
+            return os.path.join(self.stagedir, "results")
+        return os.path.join(self.root, "transfer", self.mode)
+
+    def pretrain_candidates(self) -> list[str]:
+        """Pre-training run folders this transfer may start from, in order of preference."""
+        name = f"{self.model}_{self.source}"
+        full = os.path.join(self.root, "pretrain", "full", name)
+        if self.full:
+            return [full]
+        benchmarks = sorted(glob.glob(os.path.join(self.root, "pretrain", "benchmark", f"{name}-*gpu")))
+        return [full, *benchmarks]
+
+    def pretrained_run(self) -> str | None:
+        for run in self.pretrain_candidates():
+            if not os.path.isfile(os.path.join(run, "checkpoint.pt")):
+                continue
+            if self.full:
+                try:
+                    with open(os.path.join(run, "summary.json")) as fp:
+                        if not json.load(fp).get("finished"):
+                            continue
+                except (OSError, ValueError):
+                    continue
+            return run
+        return None
+
+    @run_after("setup")
+    def need_pretrained(self) -> None:
+        if not self.on_gpu:
+            return
+        self.skip_if(self.pretrained_run() is None,
+                     f"no {'finished ' if self.full else ''}pre-training of {self.model}_{self.source} under "
+                     f"{self.root}/pretrain: run PretrainExperiment %config={self.model}_{self.source} "
+                     f"-S mode={self.mode} first")
+
     def xferscale_args(self) -> list[str]:
         if not self.on_gpu:  # the demo: the tiny default pre-training, then a full-shot digits transfer
             return ["transfer", "--shots", "full", "--seeds", "0", "--results", self.results_dir, "--no-progress"]
-        checkpoint = os.path.join(self.checkpoint_root, f"{self.model}_{self.source}", "checkpoint.pt")
+        checkpoint = os.path.join(self.pretrained_run() or self.pretrain_candidates()[0], "checkpoint.pt")
+        seeds = self.seeds if self.full else self.benchmark_seeds
         args = ["transfer", "--checkpoint", checkpoint, "--source", self.source, "--target", self.target,
-                "--shots", "full", "--seeds", self.seeds, "--results", self.results_dir, "--no-progress"]
-        root = self.data_root or self.current_partition.extras.get("data_root", "")
-        return args + (["--data", os.path.join(root, self.target)] if root else [])
+                "--shots", "full", "--seeds", seeds, "--results", self.results_dir, "--no-progress"]
+        if not self.full:
+            args += ["--schedule-scale", str(self.benchmark_schedule_scale)]
+        data = self.data_dir(self.target)
+        return args + (["--data", data] if data else [])
 
     @run_before("run")
     def pretrain_demo_first(self) -> None:
@@ -174,7 +319,8 @@ class TransferExperimentBase(ExperimentRun):
         from xferscale.report.aggregate import aggregate
         from xferscale.results import read_record
 
-        paths = sorted(glob.glob(os.path.join(self.stagedir, "**", "shots-full", "seed-*.json"), recursive=True))
+        cell = ("**",) if not self.on_gpu else (self.source, self.model, self.target)
+        paths = sorted(glob.glob(os.path.join(self.results_dir, *cell, "shots-full", "seed-*.json"), recursive=True))
         cells = list(aggregate(read_record(Path(p)) for p in paths).values())
         if len(cells) != 1:
             return {"records": len(paths), "cells": len(cells), "seeds_scored": 0, "score": None}
@@ -188,7 +334,7 @@ class TransferExperimentBase(ExperimentRun):
     def assert_scored(self):
         from xferscale.results import parse_seeds
 
-        expected = len(parse_seeds(self.seeds)) if self.on_gpu else 1
+        expected = len(parse_seeds(self.seeds if self.full else self.benchmark_seeds)) if self.on_gpu else 1
         result = self.result()
         return sn.all([
             sn.assert_eq(sn.getitem(result, "cells"), 1, msg="the transfer wrote no full-shot record of one cell"),

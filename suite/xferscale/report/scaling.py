@@ -55,11 +55,12 @@ class Series:
     partition: str
     model: str
     precision: str
+    framework: str = "torch"  # torch.distributed or horovod (the paper's Fig. 4)
     points: list[Point] = field(default_factory=list)
 
     @property
     def key(self) -> str:
-        return f"{self.system}_{self.partition}_{self.model}_{self.precision}"
+        return f"{self.system}_{self.partition}_{self.model}_{self.precision}_{self.framework}"
 
 
 def _reference(row: dict[str, str]) -> tuple[float | None, float | None]:
@@ -76,14 +77,15 @@ def scaling_series(rows: Iterable[dict[str, str]]) -> list[Series]:
     for row in rows:
         if number(row.get("throughput_total_value")) is None:
             continue  # a failed run logs no throughput
-        key = (row.get("system", "?"), row.get("partition", "?"), row.get("model", "?"), row.get("precision", "?"))
+        key = (row.get("system", "?"), row.get("partition", "?"), row.get("model", "?"), row.get("precision", "?"),
+               row.get("framework") or "torch")
         n = int(row["num_workers"])
         seen = latest.setdefault(key, {})
         if n not in seen or row.get("job_completion_time", "") >= seen[n].get("job_completion_time", ""):
             seen[n] = row
     out = []
-    for (system, partition, model, precision), by_n in sorted(latest.items()):
-        series = Series(system, partition, model, precision)
+    for (system, partition, model, precision, framework), by_n in sorted(latest.items()):
+        series = Series(system, partition, model, precision, framework)
         single = number(by_n[1]["throughput_total_value"]) if 1 in by_n else None
         for n in sorted(by_n):
             row = by_n[n]
@@ -121,7 +123,7 @@ def paper_efficiencies() -> dict[int, float]:
 
 def markdown_table(series: Series, predicted: dict[int, float] | None = None) -> str:
     head = "| N | images/s total | images/s per GPU | E(N) % | model E(N) % | reference % | verdict |"
-    lines = [f"### {series.system}:{series.partition} {series.model} {series.precision}", "", head,
+    lines = [f"### {series.system}:{series.partition} {series.model} {series.precision} {series.framework}", "", head,
              "|---:|---:|---:|---:|---:|---:|---|"]
     for p in series.points:
         model = f"{predicted[p.n]:.2f}" if predicted and p.n in predicted else "-"
@@ -155,7 +157,7 @@ def plot(series: Series, predicted: dict[int, float] | None, paper: dict[int, fl
         ax.annotate(f"{p.efficiency:.1f}%", (p.n, p.total), textcoords="offset points", xytext=(0, 6),
                     ha="center", fontsize=7)
     ax.set(xscale="log", yscale="log", xlabel="GPUs (processes) N", ylabel="images/s (total)",
-           title=f"{series.model} {series.precision} on {series.system}:{series.partition}")
+           title=f"{series.model} {series.precision} ({series.framework}) on {series.system}:{series.partition}")
     ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
     ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xticks(ns, [str(n) for n in ns])
