@@ -21,8 +21,7 @@ LABEL org.opencontainers.image.title="xferscale" \
       xferscale.horovod="${WITH_HOROVOD}"
 
 ENV PYTHONNOUSERSITE=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    XFERSCALE_HOME=/opt/xferscale
+    PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /opt/xferscale
 COPY . /opt/xferscale/

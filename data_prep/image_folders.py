@@ -6,8 +6,9 @@
 - :func:`png_bytes` encodes an ``H x W x 3`` uint8 array (CIFAR) as PNG;
 - :func:`nonempty` turns "the conversion produced nothing" into a named error.
 
-Only the header is read (``Image.open`` is lazy): decoding every image of ImageNet-21k
-here would double the cost of ``prepare``; truncated bodies are left to the decoder.
+Only the header is read here (``Image.open`` is lazy), to skip the plainly unusable early;
+every image is then decoded in full once, in parallel, when the shards are written
+(:func:`xferscale.data.writer.decode_problem`), which catches truncated bodies.
 """
 from __future__ import annotations
 

@@ -125,12 +125,20 @@ def test_fewshot_and_oversampling(tmp_path, backend):
 
 
 def _with_corrupt_image(root):
+    """A prepared dataset one of whose shard members went bad after prepare (the decode check
+    at prepare time keeps bad images out; a disk or a copy can still damage one later)."""
+    import tarfile
+
     samples = tiny_samples(root / "raw", n_jpeg=12, n_png=0)
-    broken = samples[5].image
-    broken.write_bytes(broken.read_bytes()[:200] + b"\x00" * 50)  # JPEG header, body cut off
     write_dataset(DatasetSpec("c", "multiclass", ("a", "b", "c")), samples, root / "ds", Reconciliation(), progress=False)
     member = next(line for line in (root / "ds" / "train.csv").read_text().splitlines() if line.startswith(samples[5].key))
-    return root / "ds", member.split(",")[1] + ":" + member.split(",")[2]
+    shard, name = member.split(",")[1], member.split(",")[2]
+    with tarfile.open(root / "ds" / shard) as tar:
+        info = tar.getmember(name)
+    with open(root / "ds" / shard, "r+b") as f:  # keep the JPEG header, zero the body in place
+        f.seek(info.offset_data + 200)
+        f.write(b"\x00" * (info.size - 200))
+    return root / "ds", f"{shard}:{name}"
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

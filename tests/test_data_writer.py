@@ -142,3 +142,59 @@ def test_bad_input_is_rejected(tmp_path):
     with pytest.raises(PrepareError, match="holds dataset 'tiny'"):
         write_dataset(other, samples, tmp_path / "c", Reconciliation(), progress=False)
     shutil.rmtree(tmp_path / "c")
+
+
+def _noisy(mode: str, fmt: str, size=(64, 48), **save) -> bytes:
+    """A real image with detail (noise), so a cut body really loses data."""
+    import io
+
+    from PIL import Image
+
+    rng = np.random.default_rng(7)
+    shape = {"RGB": (size[1], size[0], 3), "L": (size[1], size[0]), "CMYK": (size[1], size[0], 4)}.get(mode)
+    if mode == "I;16":
+        image = Image.fromarray(rng.integers(0, 65535, (size[1], size[0]), dtype=np.uint16))
+    else:
+        image = Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8), mode)
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **save)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("mode, fmt", [("RGB", "JPEG"), ("L", "JPEG"), ("CMYK", "JPEG"), ("RGB", "PNG"),
+                                       ("I;16", "PNG")])
+def test_an_image_cut_after_its_header_is_a_counted_skip(tmp_path, mode, fmt):
+    """A truncated body passes a header check; the full decode at prepare time catches it."""
+    from xferscale.data_prep.image_folders import image_problem
+
+    whole = _noisy(mode, fmt)
+    cut = whole[: len(whole) // 2]
+    assert image_problem(cut) is None  # the header is intact: the cheap check cannot tell
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "cut.img").write_bytes(cut)
+    samples = [Sample("good-file", "train", jpeg_bytes(90, (20, 20)), (0,), "t"),
+               Sample("cut-bytes", "train", cut, (1,), "t"),
+               Sample("cut-file", "train", raw / "cut.img", (1,), "t"),
+               Sample("whole", "train", whole, (1,), "t")]
+    log = Reconciliation()
+    write_dataset(DatasetSpec("c", "multiclass", ("a", "b")), samples, tmp_path / "out", log, progress=False)
+    reasons = {s.ref.split()[0]: s.reason for s in log.skips}
+    assert set(reasons) == {"cut-bytes", "cut-file"} and all(r.startswith("image does not decode") for r in reasons.values())
+    assert log.written == {"train": 2}
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["skipped"] == 2 and all(s["reason"].startswith("image does not decode") for s in report["skips"])
+
+
+def test_two_workers_write_byte_identical_output(tmp_path):
+    samples = tiny_samples(tmp_path / "raw", n_jpeg=40, n_png=8)
+    samples.append(Sample("train/cut.jpg", "train", _noisy("RGB", "JPEG")[:300], (1,), "tiny"))
+    outputs = []
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}"
+        log = Reconciliation()
+        write_dataset(DatasetSpec("tiny", "multiclass", CLASSES), samples, out, log, shard_size=7, progress=False,
+                      workers=workers)
+        outputs.append({p.name: p.read_bytes() for p in sorted(out.iterdir())})
+        assert [s.ref for s in log.skips] == ["train/cut.jpg"]
+    assert outputs[0] == outputs[1] and len(outputs[0]) > 10

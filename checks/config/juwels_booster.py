@@ -40,7 +40,9 @@ def _partition(part):
         "launcher": "srun",
         "access": [f"--partition={part.name}"] + ([f"--account={_ACCOUNT}"] if _ACCOUNT else []),
         "environs": ["apptainer"],
-        "features": ["gpu", "cuda", "nccl", "infiniband", "horovod"],
+        # XFERSCALE_IMAGE_HOROVOD=0 for an image built with WITH_HOROVOD=0.
+        "features": ["gpu", "cuda", "nccl", "infiniband"]
+        + (["horovod"] if os.environ.get("XFERSCALE_IMAGE_HOROVOD", "1") == "1" else []),
         "max_jobs": 8,
         "time_limit": part.max_time,
         "container_platforms": [{"type": SITE.container_platform, "default": True}],

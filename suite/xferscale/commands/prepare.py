@@ -14,7 +14,7 @@ from xferscale.data.converters import all_options, discover, resolve_raw
 from xferscale.data.fewshot import fewshot_keys, write_subset
 from xferscale.data.manifest import load_dataset_info
 from xferscale.data.records import PrepareError, Reconciliation
-from xferscale.data.writer import write_dataset
+from xferscale.data.writer import default_workers, write_dataset
 
 FEWSHOT = "fewshot"
 
@@ -38,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, help="output folder of the prepared dataset")
     parser.add_argument("--shard-size", type=int, default=1000, help="samples per tar shard (default 1000)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--workers", type=int, default=default_workers(),
+                        help="processes that read and fully decode the images (default: the cores available, "
+                             "%(default)s here); the output is the same for any number")
     converters = discover()
     few = parser.add_argument_group(f"{FEWSHOT} subsets")
     few.add_argument("--dataset", dest="prepared", type=Path, metavar="DIR", help="prepared dataset folder")
@@ -74,7 +77,8 @@ def _convert(args: argparse.Namespace) -> int:
     raw = resolve_raw(converter, args.raw)
     log = Reconciliation()
     spec, samples = converter.convert(raw, log, _option_values(args))
-    marker = write_dataset(spec, samples, args.out, log, shard_size=args.shard_size, progress=not args.no_progress)
+    marker = write_dataset(spec, samples, args.out, log, shard_size=args.shard_size, progress=not args.no_progress,
+                           workers=args.workers)
     print(f"wrote {marker.parent}")
     return 0
 
