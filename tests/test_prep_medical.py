@@ -294,6 +294,27 @@ def test_covidx_older_releases_and_val_file(tmp_path):
     assert Counter(x.split for x in samples)["train"] == 5  # val.txt given: nothing carved from train
 
 
+def test_covidx_label_file_quirks_of_the_real_releases(tmp_path):
+    """Patient ids with a blank (v7/v8), a file listed twice (v1, v4), a patient in both lists."""
+    train = [("COVID 101", "COVID(101).png", "positive", "sirm"),  # patient 'COVID 101'
+             ("COVID 102", "COVID(102).png", "positive", "sirm"),
+             ("COVID 102", "COVID(102).png", "positive", "sirm"),  # listed again
+             ("7", "a.png", "negative", "rsna"), ("7", "b.png", "negative", "rsna"),  # patient 7 is also tested
+             *((str(20 + i), f"n{i}.png", "negative", "rsna") for i in range(20))]
+    test = [("7", "t7.png", "negative", "rsna"), ("COVID 103", "COVID(103).png", "positive", "sirm"),
+            ("COVID 104", "COVID(104).png", "positive", "sirm")]  # the last one's file is missing
+    raw = layouts.covidx_raw(tmp_path, {"train": train, "test": test}, missing=("COVID(104).png",))
+    _, samples, log = convert(covidx, raw)
+    s = by_key(samples)
+    assert s["train/COVID(101).png"].patient == "sirm:COVID 101" and s["train/COVID(101).png"].labels == (1,)
+    assert s["test/COVID(103).png"].split == "test"
+    assert log.skip_reasons() == Counter({"listed again": 1, "patient also in the test list": 2,
+                                          "image file missing": 1})
+    assert "train/a.png" not in s and "train/b.png" not in s and s["test/t7.png"].split == "test"
+    assert [k.ref for k in log.skips if k.reason == "image file missing"] == ["test.txt:COVID(104).png"]
+    assert_patient_disjoint(samples)
+
+
 def test_covidx_named_errors(tmp_path):
     raw = layouts.covidx_raw(tmp_path, {"train": [("1", "a.png", "positive", "rsna")],
                                         "test": [("2", "b.png", "negative", "rsna")]})
