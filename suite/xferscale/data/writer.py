@@ -34,6 +34,9 @@ import json
 import multiprocessing
 import os
 import re
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterable, Iterator
@@ -154,14 +157,6 @@ class _ImageReader:
         return decode_problem(data) or (ext, data)
 
 
-def _ignore_stop_signals() -> None:
-    """Workers leave SIGTERM/SIGUSR1 to the main process, which stops the run cleanly."""
-    import signal
-
-    for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
-        signal.signal(sig, signal.SIG_IGN)
-
-
 def default_workers() -> int:
     """The cores this process may use."""
     try:
@@ -170,14 +165,35 @@ def default_workers() -> int:
         return os.cpu_count() or 1
 
 
+_CHUNK = 16  # images per task sent to a worker
+_AHEAD = 4  # chunks in flight per worker: bounds memory, keeps the workers busy
+
+
+def _read_chunk(reader: _ImageReader, images: list[Path | tuple[int, int]]) -> list[tuple[str, bytes] | str]:
+    return [reader(image) for image in images]
+
+
 def _read_all(items: list[_Pending], reader: _ImageReader, workers: int) -> Iterator[tuple[str, bytes] | str]:
-    """``reader`` over ``items`` in order, in ``workers`` processes (1: here)."""
+    """``reader`` over ``items`` in order, in ``workers`` processes (1: here).
+
+    Chunks are submitted a bounded window ahead and collected in submission order, so the
+    output order (and the shards) never depend on which worker finishes first.
+    """
     if workers <= 1:
         yield from (reader(item.image) for item in items)
         return
-    context = multiprocessing.get_context("forkserver")
-    with context.Pool(workers, initializer=_ignore_stop_signals) as pool:
-        yield from pool.imap(reader, [item.image for item in items], chunksize=16)
+    chunks = (items[i:i + _CHUNK] for i in range(0, len(items), _CHUNK))
+    try:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver")) as pool:
+            pending: deque = deque()
+            for chunk in chunks:
+                pending.append(pool.submit(_read_chunk, reader, [item.image for item in chunk]))
+                if len(pending) >= _AHEAD * workers:
+                    yield from pending.popleft().result()
+            while pending:
+                yield from pending.popleft().result()
+    except BrokenProcessPool as err:
+        raise PrepareError(f"a decoding worker died ({err}); out of memory? try fewer --workers") from None
 
 
 def _write_split(
