@@ -1,8 +1,10 @@
-"""Checkpoints written atomically, and the random-number state that makes resumes exact."""
+"""Checkpoints written atomically, never of a non-finite state, and the random-number state
+that makes resumes exact."""
 from __future__ import annotations
 
 import os
 import random
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -10,16 +12,59 @@ import numpy as np
 import torch
 
 
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (full disk, no permission); the previous one is kept."""
+
+
+class NonFiniteStateError(RuntimeError):
+    """The state to be checkpointed holds NaN/inf; nothing was written."""
+
+
+def _tensors(value: Any) -> Iterator[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _tensors(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _tensors(item)
+
+
+def nonfinite_entries(state: dict[str, Any], keys: tuple[str, ...] = ("model", "optimizer")) -> list[str]:
+    """The top-level entries of ``state`` among ``keys`` whose floating tensors hold NaN/inf."""
+    bad = []
+    for key in keys:
+        floats = [t for t in _tensors(state.get(key)) if t.is_floating_point()]
+        if floats and not all(bool(torch.isfinite(t).all()) for t in floats):
+            bad.append(key)
+    return bad
+
+
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    """Write ``state`` so that ``path`` always holds a complete checkpoint, even after a crash."""
+    """Write ``state`` so that ``path`` always holds a complete checkpoint, even after a crash.
+
+    A state whose weights or optimizer hold NaN/inf is refused (:class:`NonFiniteStateError`),
+    so a checkpoint is always one a run can continue from. A write that fails (a full disk)
+    removes its temporary file and keeps the previous checkpoint (:class:`CheckpointWriteError`).
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as handle:
-        torch.save(state, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    bad = nonfinite_entries(state)
+    if bad:
+        raise NonFiniteStateError(f"{path}: not written, the {' and '.join(bad)} state holds NaN/inf")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as handle:
+            torch.save(state, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:  # torch.save reports a failed write as RuntimeError
+        tmp.unlink(missing_ok=True)
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err).splitlines()[0]
+        kept = "; the previous checkpoint is kept" if path.exists() else ""
+        raise CheckpointWriteError(f"could not write {path}: {reason}{kept}") from err
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -23,6 +23,10 @@ COMMANDS: dict[str, str] = {
 }
 
 
+# Commands that stop cleanly on SIGTERM/SIGUSR1 (state saved, exit 0) and continue when re-run.
+STOPPABLE = ("pretrain", "transfer")
+
+
 def _top_parser() -> argparse.ArgumentParser:
     lines = "\n".join(f"  {name:<10} {text}" for name, text in COMMANDS.items())
     return argparse.ArgumentParser(
@@ -42,6 +46,17 @@ def main(argv: list[str] | None = None) -> int:
         top.parse_args(argv)  # prints help / version / the error, and exits
         return 2
     name, rest = argv[0], argv[1:]
+    if name not in STOPPABLE:
+        return _run(name, rest)
+    from xferscale.preemption import StopRequest
+
+    # From before the command's first import to its last line: a stop signal at any moment
+    # is noted and acted on where the state can be saved (exit 0), never a kill.
+    with StopRequest():
+        return _run(name, rest)
+
+
+def _run(name: str, rest: list[str]) -> int:
     module = importlib.import_module(f"xferscale.commands.{name}")
     parser = argparse.ArgumentParser(prog=f"xferscale {name}", description=COMMANDS[name])
     module.add_arguments(parser)

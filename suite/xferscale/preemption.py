@@ -15,6 +15,13 @@ from typing import Any
 from xferscale.cluster import STOP_MARKER_ENV
 
 
+def ignore_stop_signals(_worker_id: int | None = None) -> None:
+    """In a loader's worker process: leave SIGTERM/SIGUSR1 to the main process, which saves
+    the state and stops (SLURM signals every process of the job step, workers included)."""
+    for sig in StopRequest.SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+
+
 def write_stop_marker(message: str) -> Path | None:
     """Write ``$XFERSCALE_STOP_MARKER`` (if set): the run stopped with its state saved."""
     target = os.environ.get(STOP_MARKER_ENV)
@@ -28,20 +35,39 @@ def write_stop_marker(message: str) -> Path | None:
 
 
 class StopRequest:
+    """SIGTERM/SIGUSR1 noted while the ``with`` block runs; nested blocks share one record.
+
+    The command line installs the outermost one before the command's first import, so a
+    signal during start-up, between two transfer runs or during an evaluation is noted too
+    and acted on at the next point where the state can be saved, instead of killing the
+    process; the inner ones (the training loops) read the same record.
+    """
+
     SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+    _received: int | None = None  # shared by every instance
+    _depth = 0
 
     def __init__(self):
-        self.signum: int | None = None
         self._previous: dict[int, Any] = {}
 
+    @property
+    def signum(self) -> int | None:
+        return StopRequest._received
+
     def __enter__(self) -> "StopRequest":
-        for sig in self.SIGNALS:
-            self._previous[sig] = signal.signal(sig, self._handle)
+        if StopRequest._depth == 0:
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        StopRequest._depth += 1
         return self
 
-    def _handle(self, signum, _frame) -> None:
-        self.signum = signum
+    @staticmethod
+    def _handle(signum, _frame) -> None:
+        StopRequest._received = signum
 
     def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
+        StopRequest._depth -= 1
+        if StopRequest._depth == 0:
+            for sig, handler in self._previous.items():
+                signal.signal(sig, handler)
+            StopRequest._received = None

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from xferscale.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from xferscale.checkpoint import load_checkpoint, nonfinite_entries, rng_state, save_checkpoint, set_rng_state
 from xferscale.config import ConfigError, ExperimentConfig, dump_config
 from xferscale.data.loader import Batches, build_loader
 from xferscale.distributed import (
@@ -164,6 +164,7 @@ class Trainer:
         )
         self.optimizer = self.step_fn.optimizer
         self.step = self.epoch = self.batch_in_epoch = 0
+        self._window: _Window | None = None
 
     def _num_classes(self) -> int:
         dataset_classes = getattr(self.loader, "num_classes", None)
@@ -195,8 +196,16 @@ class Trainer:
         }
 
     def save(self) -> None:
+        """Checkpoint, on rank 0; every rank first checks the state it holds for NaN/inf
+        (the replicas are equal), so all of them stop together and nothing is written."""
+        state = self.state_dict()
+        bad = nonfinite_entries(state)
+        if bad:
+            first = self._window.first_bad_step() if self._window is not None else -1
+            raise NonFiniteLossError(self._nonfinite_message(
+                first if first >= 0 else None, f"the {' and '.join(bad)} state holds NaN/inf at step {self.step}"))
         if self.env.is_main:
-            save_checkpoint(self.checkpoint_path, self.state_dict())
+            save_checkpoint(self.checkpoint_path, state)
         barrier(self.env)
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -217,11 +226,16 @@ class Trainer:
         cfg, env = self.cfg, self.env
         if resume and self.checkpoint_path.exists():
             self.restore(load_checkpoint(self.checkpoint_path, map_location=env.device))
+            summary_path = self.out / "summary.json"
+            if self.step >= self.total_steps and summary_path.is_file():  # a finished run keeps its summary
+                summary = json.loads(summary_path.read_text())
+                summary.update(already_finished=True, stopped_by_signal=False)
+                return summary
         if env.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "config.yaml").write_text(dump_config(cfg))
         meter = _Throughput(env, self.local_batch, cfg.train.warmup_exclude)
-        window = _Window(env.device)
+        window = self._window = _Window(env.device)
         poll = _StopPoll(env, cfg.train.stop_check_seconds)
         bar = tqdm(total=self.total_steps, initial=self.step, unit="step", dynamic_ncols=True, mininterval=1.0,
                    disable=not (env.is_main and cfg.train.progress), desc=f"pretrain {cfg.name}")
@@ -274,11 +288,16 @@ class Trainer:
 
     def _check_finite(self, record: dict[str, Any]) -> None:
         if record["first_bad_step"] >= 0:
-            raise NonFiniteLossError(
-                f"loss became NaN/inf at step {record['first_bad_step']} (epoch {self.epoch}); stopping. "
-                f"The last good checkpoint is {self.checkpoint_path} "
-                "(lower optim.base_lr, raise schedule.warmup_steps, or use train.precision=amp_bf16/fp32)"
-            )
+            raise NonFiniteLossError(self._nonfinite_message(record["first_bad_step"]))
+
+    def _nonfinite_message(self, first_bad_step: int | None, what: str = "") -> str:
+        where = (f"loss became NaN/inf at step {first_bad_step}" if first_bad_step is not None
+                 else "the loss stayed finite")
+        detail = f", and {what}" if what else ""
+        kept = (f"the last checkpoint, {self.checkpoint_path}, holds a finite state" if self.checkpoint_path.exists()
+                else "no checkpoint was written")
+        return (f"{where} (epoch {self.epoch}){detail}; stopping, nothing non-finite is checkpointed: {kept} "
+                "(lower optim.base_lr, raise the warm-up, or use train.precision=amp_bf16/fp32)")
 
 
 class _StopPoll:
@@ -321,6 +340,10 @@ class _Window:
         self.loss_sum = torch.zeros((), device=self.device)
         self.count = 0
         self.first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
+
+    def first_bad_step(self) -> int:
+        """The first step of this window whose loss was NaN/inf on this rank, or -1."""
+        return int(self.first_bad.item())
 
     def add(self, loss: torch.Tensor, step: int) -> None:
         finite = torch.isfinite(loss)

@@ -54,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"xferscale pretrain: config error: {cfg.name}: {err}", file=sys.stderr)
             return 2
 
+    from xferscale.checkpoint import CheckpointWriteError
     from xferscale.distributed import shutdown
     from xferscale.preemption import write_stop_marker
     from xferscale.trainer import NonFiniteLossError, Trainer
@@ -73,8 +74,14 @@ def run(args: argparse.Namespace) -> int:
     except NonFiniteLossError as err:
         print(f"xferscale pretrain: {err}", file=sys.stderr)
         return 3
+    except CheckpointWriteError as err:
+        print(f"xferscale pretrain: {err}", file=sys.stderr)
+        return 2
     finally:
         shutdown(env)
+    if env.is_main and summary.get("already_finished"):
+        print(f"{cfg.name}: already finished ({summary['steps']} steps); summary.json and the checkpoint are kept")
+        return 0
     if env.is_main:
         per_rank = ", ".join(f"{r:.1f}" for r in summary["images_per_s_per_rank"])
         print(f"loss {summary['loss']:.4f} after {summary['steps']} steps; throughput {summary['images_per_s_total']:.1f} "

@@ -86,6 +86,7 @@ def _build_target(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    from xferscale.checkpoint import CheckpointWriteError
     from xferscale.preemption import write_stop_marker
     from xferscale.report.results_report import write_results_report
     from xferscale.transfer.finetune import FineTuneError, FineTuneSettings, Preempted
@@ -133,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"xferscale transfer: {err}", file=sys.stderr)
         write_stop_marker(str(err))
         return 0
-    except (ResultError, CheckpointError, TargetError, FineTuneError, ValueError) as err:
+    except (ResultError, CheckpointError, TargetError, FineTuneError, CheckpointWriteError, ValueError) as err:
         print(f"xferscale transfer: {err}", file=sys.stderr)
         return 2
     if rank == 0:

@@ -26,6 +26,7 @@ from xferscale.config import DataConfig
 from xferscale.data.prepared import CorruptImageError, PreparedBatches, RankView, SplitPlan, targets_tensor
 from xferscale.data.shards import decode_labels, read_component
 from xferscale.data.transforms import build_transform, pipeline_for
+from xferscale.preemption import ignore_stop_signals
 
 Item = tuple[int, int]  # (sample index, augmentation seed)
 
@@ -132,6 +133,7 @@ class TorchBatches(PreparedBatches):
                 # Forked workers inherit the locks of threads they do not have (DALI's, OpenMP's)
                 # and can deadlock; a fork server starts them from a clean process.
                 multiprocessing_context="forkserver" if workers else None,
+                worker_init_fn=ignore_stop_signals if workers else None,
             )
         return self._dataloader
 

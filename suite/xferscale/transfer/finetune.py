@@ -13,7 +13,6 @@ run continues with exactly the batches an uninterrupted one would have seen.
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from xferscale.checkpoint import load_checkpoint, save_checkpoint
+from xferscale.checkpoint import NonFiniteStateError, load_checkpoint, save_checkpoint
 from xferscale.distributed import DistEnv
 from xferscale.hyperrule import PAPER_BASE_LR, PAPER_BATCH, HyperRule, hyperrule
 from xferscale.losses import LOSSES
@@ -126,15 +125,25 @@ def finetune(pretrained: Pretrained, target: Target, shots: Shots, seed: int, se
         elapsed_before = state.get("time_s", 0.0)
     resumed_from = step
 
+    first_bad = torch.full((), -1, dtype=torch.long, device=device)  # first non-finite loss, on the device
+
+    def fail_nonfinite(what: str) -> FineTuneError:
+        bad = int(first_bad.item())
+        where = f"loss became NaN/inf at step {bad}" if bad >= 0 else "the loss stayed finite"
+        return FineTuneError(f"{desc}: {where}, {what}; the state is not saved (lower --base-lr)")
+
     def save() -> None:
         if state_path is None:
             return
-        save_checkpoint(state_path, {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scaler": step_fn.scaler.state_dict() if step_fn.scaler else None,
-            "step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch, "rule": rule.to_dict(),
-            "time_s": elapsed_before + time.perf_counter() - started,
-        })
+        try:
+            save_checkpoint(state_path, {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scaler": step_fn.scaler.state_dict() if step_fn.scaler else None,
+                "step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch, "rule": rule.to_dict(),
+                "time_s": elapsed_before + time.perf_counter() - started,
+            })
+        except NonFiniteStateError as err:
+            raise fail_nonfinite(f"and at step {step} {str(err).split(': ', 1)[1]}") from None
 
     loss = torch.zeros(())
     with StopRequest() as stop, tqdm(total=rule.steps, initial=step, unit="step", desc=desc,
@@ -146,12 +155,13 @@ def finetune(pretrained: Pretrained, target: Target, shots: Shots, seed: int, se
                 if alpha > 0:
                     images, targets, _ = mixup_batch(images, targets, alpha, spec.num_classes, seed, step)
                 loss = step_fn(images, targets)
+                first_bad = torch.where(~torch.isfinite(loss) & (first_bad < 0), step, first_bad)
                 step += 1
                 batch_in_epoch += 1
                 bar.update()
                 if step % settings.checkpoint_every == 0 or step == rule.steps:
-                    if not math.isfinite(loss.item()):
-                        raise FineTuneError(f"{desc}: loss is {loss.item()} at step {step}; lower --base-lr")
+                    if int(first_bad.item()) >= 0:
+                        raise fail_nonfinite(f"and is {loss.item()} at step {step}")
                     bar.set_postfix(loss=f"{loss.item():.4f}")
                     if step < rule.steps:
                         save()

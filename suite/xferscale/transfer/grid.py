@@ -18,8 +18,9 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from xferscale.preemption import StopRequest
 from xferscale.results import FULL, ResultRecord, ResultStore, RunKey, Shots, config_hash
-from xferscale.transfer.finetune import FineTuneSettings, finetune
+from xferscale.transfer.finetune import FineTuneSettings, Preempted, finetune
 from xferscale.transfer.pretrained import Pretrained
 from xferscale.transfer.targets import Target
 
@@ -99,7 +100,11 @@ def run_grid(
             todo.append(run)
     log(f"[rank {rank}/{world_size}] {len(mine)} of {len(runs)} runs here: {len(summary.skipped)} already done, "
         f"{len(todo)} to run on {device}")
+    stop = StopRequest()  # the command's shared record of a stop signal
     for i, run in enumerate(todo, 1):
+        if stop.signum is not None:  # e.g. during the last evaluation: its record is written
+            raise Preempted(f"stopped by signal {stop.signum} before run {i} of {len(todo)} on this rank; the "
+                            "finished runs have their records; run the same command again to continue")
         if run.infeasible is not None:
             summary.ran.append(_record_infeasible(run, target, store, log))
             continue

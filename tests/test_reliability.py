@@ -1,0 +1,115 @@
+"""Nothing lost, nothing silent: non-finite states, signals at any moment, failed writes."""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from _transfer_fixtures import FAST, one_thread, tensor_target, write_checkpoint  # noqa: F401
+from conftest import run_xferscale, start_xferscale
+from xferscale.checkpoint import CheckpointWriteError, NonFiniteStateError, save_checkpoint
+from xferscale.preemption import StopRequest
+from xferscale.results import FULL, ResultStore
+from xferscale.transfer.finetune import Preempted
+from xferscale.transfer.grid import run_grid
+from xferscale.transfer.pretrained import load_pretrained
+
+
+def test_a_non_finite_state_is_never_checkpointed(tmp_path, tiny_args):
+    proc = run_xferscale("pretrain", *tiny_args, "optim.base_lr=1e12", "optim.agc_clip=0", "train.checkpoint_every=1",
+                         "train.log_every=1000", f"output_dir={tmp_path}", check=False)
+    assert proc.returncode == 3, proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert "loss became NaN/inf at step" in line and "nothing non-finite is checkpointed" in line
+    first = int(line.split("at step ")[1].split()[0])
+    assert 0 <= first < 16
+    if (tmp_path / "checkpoint.pt").exists():  # an earlier step's, finite
+        state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+        assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
+        assert "holds a finite state" in line
+
+
+def test_save_refuses_nan_weights_and_keeps_the_previous_file(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, {"model": {"w": torch.ones(2)}, "step": 1})
+    before = path.read_bytes()
+    with pytest.raises(NonFiniteStateError, match="the model state holds NaN/inf"):
+        save_checkpoint(path, {"model": {"w": torch.tensor([1.0, float("nan")])}, "step": 2})
+    with pytest.raises(NonFiniteStateError, match="the optimizer state holds NaN/inf"):
+        save_checkpoint(path, {"model": {"w": torch.ones(2)},
+                               "optimizer": {"state": {0: {"momentum_buffer": torch.tensor([float("inf")])}}}})
+    assert path.read_bytes() == before
+
+
+def test_a_failed_write_leaves_no_temporary_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, {"model": {"w": torch.ones(2)}, "step": 1})
+    before = path.read_bytes()
+
+    def full_disk(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(CheckpointWriteError) as err:
+        save_checkpoint(path, {"model": {"w": torch.zeros(1000)}, "step": 2})
+    assert str(err.value) == f"could not write {path}: No space left on device; the previous checkpoint is kept"
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]
+
+
+def _wait_until_catching(pid: int, sig: int, timeout: float = 60) -> None:
+    """Until the process has a handler for ``sig`` (SigCgt in /proc): its stop handler is in."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        fields = dict(line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                      if ":\t" in line)
+        if int(fields["SigCgt"], 16) & (1 << (sig - 1)):
+            return
+        time.sleep(0.01)
+    raise AssertionError("the process never installed its stop handler")
+
+
+def test_a_signal_during_start_up_stops_cleanly_with_a_checkpoint(tmp_path, tiny_args):
+    """SIGTERM while the command is still importing torch and building the trainer: exit 0."""
+    proc = start_xferscale("pretrain", *tiny_args, f"output_dir={tmp_path}")
+    _wait_until_catching(proc.pid, signal.SIGTERM)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    assert "stopped by signal" in stdout
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["step"] >= 1
+
+
+def test_a_signal_between_transfer_runs_stops_before_the_next_one(tmp_path):
+    pretrained = load_pretrained(write_checkpoint(tmp_path / "ckpt.pt"))
+    store = ResultStore(tmp_path / "results")
+    with StopRequest() as stop:
+        StopRequest._handle(signal.SIGUSR1, None)  # as if the signal came during the last evaluation
+        assert stop.signum == signal.SIGUSR1
+        with pytest.raises(Preempted, match="before run 1 of 2"):
+            run_grid(pretrained, tensor_target(), [1, FULL], [0], FAST, store, torch.device("cpu"), log=lambda m: None)
+    assert StopRequest().signum is None  # the record ends with the outermost block
+    assert not list(store.root.rglob("seed-*.json")) if store.root.exists() else True
+
+
+def test_loader_workers_ignore_stop_signals():
+    code = ("import os, signal, time; from xferscale.preemption import ignore_stop_signals; ignore_stop_signals(0); "
+            "os.kill(os.getpid(), signal.SIGTERM); os.kill(os.getpid(), signal.SIGUSR1); time.sleep(0.1); print('alive')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "alive"
+
+
+def test_resume_of_a_finished_run_keeps_its_summary(tmp_path, tiny_args):
+    run_xferscale("pretrain", *tiny_args, f"output_dir={tmp_path}")
+    summary = (tmp_path / "summary.json").read_bytes()
+    assert json.loads(summary)["finished"] is True
+    again = run_xferscale("pretrain", *tiny_args, f"output_dir={tmp_path}", "--resume")
+    assert "already finished (16 steps)" in again.stdout
+    assert (tmp_path / "summary.json").read_bytes() == summary
