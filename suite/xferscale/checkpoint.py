@@ -17,7 +17,11 @@ class CheckpointWriteError(OSError):
 
 
 class NonFiniteStateError(RuntimeError):
-    """The state to be checkpointed holds NaN/inf; nothing was written."""
+    """The state to be checkpointed holds NaN/inf (in ``entries``); nothing was written."""
+
+    def __init__(self, message: str, entries: list[str]):
+        super().__init__(message)
+        self.entries = entries
 
 
 def _tensors(value: Any) -> Iterator[torch.Tensor]:
@@ -51,7 +55,7 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     path = Path(path)
     bad = nonfinite_entries(state)
     if bad:
-        raise NonFiniteStateError(f"{path}: not written, the {' and '.join(bad)} state holds NaN/inf")
+        raise NonFiniteStateError(f"{path}: not written, the {' and '.join(bad)} state holds NaN/inf", bad)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

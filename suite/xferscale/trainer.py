@@ -203,7 +203,7 @@ class Trainer:
         if bad:
             first = self._window.first_bad_step() if self._window is not None else -1
             raise NonFiniteLossError(self._nonfinite_message(
-                first if first >= 0 else None, f"the {' and '.join(bad)} state holds NaN/inf at step {self.step}"))
+                first if first >= 0 else None, f"the {' and '.join(bad)} state holds NaN/inf after {self.step} steps"))
         if self.env.is_main:
             save_checkpoint(self.checkpoint_path, state)
         barrier(self.env)
@@ -292,7 +292,7 @@ class Trainer:
 
     def _nonfinite_message(self, first_bad_step: int | None, what: str = "") -> str:
         where = (f"loss became NaN/inf at step {first_bad_step}" if first_bad_step is not None
-                 else "the loss stayed finite")
+                 else "the losses so far are finite")
         detail = f", and {what}" if what else ""
         kept = (f"the last checkpoint, {self.checkpoint_path}, holds a finite state" if self.checkpoint_path.exists()
                 else "no checkpoint was written")

@@ -143,7 +143,7 @@ def finetune(pretrained: Pretrained, target: Target, shots: Shots, seed: int, se
                 "time_s": elapsed_before + time.perf_counter() - started,
             })
         except NonFiniteStateError as err:
-            raise fail_nonfinite(f"and at step {step} {str(err).split(': ', 1)[1]}") from None
+            raise fail_nonfinite(f"and after {step} steps the {' and '.join(err.entries)} state holds NaN/inf") from None
 
     loss = torch.zeros(())
     with StopRequest() as stop, tqdm(total=rule.steps, initial=step, unit="step", desc=desc,
