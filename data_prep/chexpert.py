@@ -41,7 +41,7 @@ def image_path(raw: Path, csv_path: str) -> tuple[Path, str]:
     return raw.joinpath(*parts), patient
 
 
-@register_converter(NAME, DESCRIPTION)
+@register_converter(NAME, DESCRIPTION, markers=("train.csv",))
 def read(raw: Path, log: Reconciliation, *, frontal_only: bool = True) -> tuple[DatasetSpec, Iterable[Sample]]:
     require_dir(raw, DESCRIPTION)
     tables = [(find_file(raw, name), split) for name, split in TABLES]

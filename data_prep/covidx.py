@@ -58,7 +58,7 @@ def parse_line(line: str, where: str, folder: Path | None = None) -> tuple[str, 
     return patient, filename, CLASS_OF[tokens[at].lower()], source
 
 
-@register_converter(NAME, DESCRIPTION)
+@register_converter(NAME, DESCRIPTION, markers=("train.txt",))
 def read(raw: Path, log: Reconciliation) -> tuple[DatasetSpec, Iterable[Sample]]:
     require_dir(raw, DESCRIPTION)
     lists = [(find_file(raw, name), split) for name, split in LISTS if name != "val.txt" or (raw / name).is_file()]

@@ -37,7 +37,7 @@ SPLIT_OPTION = ConverterOption("split", tuple(SPLITS), "paper",
                                "as the paper's code; official: setid.mat's train/val/test")
 
 
-@register_converter(NAME, DESCRIPTION, options=(SPLIT_OPTION,))
+@register_converter(NAME, DESCRIPTION, options=(SPLIT_OPTION,), markers=("imagelabels.mat",))
 def read(raw: Path, log: Reconciliation, *, split: str = "paper") -> tuple[DatasetSpec, Iterable[Sample]]:
     raw = Path(raw)
     images = require_dir(raw / "jpg", "the flower images image_00001.jpg ...")

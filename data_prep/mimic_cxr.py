@@ -53,7 +53,7 @@ def image_path(raw: Path, subject: str, study: str, dicom: str) -> Path:
     return raw / "files" / f"p{subject[:2]}" / f"p{subject}" / f"s{study}" / f"{dicom}.jpg"
 
 
-@register_converter(NAME, DESCRIPTION)
+@register_converter(NAME, DESCRIPTION, markers=(f"{_PREFIX}split.csv.gz", f"{_PREFIX}split.csv"))
 def read(raw: Path, log: Reconciliation, *, views: frozenset[str] = FRONTAL_VIEWS) -> tuple[DatasetSpec, Iterable[Sample]]:
     require_dir(raw, DESCRIPTION)
     meta_path, label_path, split_path = (_table(raw, k) for k in ("metadata", "chexpert", "split"))

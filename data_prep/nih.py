@@ -63,7 +63,7 @@ def _official_split(raw: Path) -> dict[str, str]:
     return split_of
 
 
-@register_converter(NAME, DESCRIPTION)
+@register_converter(NAME, DESCRIPTION, markers=("Data_Entry_2017.csv", "Data_Entry_2017_v2020.csv"))
 def read(raw: Path, log: Reconciliation) -> tuple[DatasetSpec, Iterable[Sample]]:
     require_dir(raw, DESCRIPTION)
     table = find_file(raw, "Data_Entry_2017.csv", "Data_Entry_2017_v2020.csv")

@@ -153,7 +153,7 @@ def read_images(raw: Path, log: Reconciliation, name: str,
     return images
 
 
-@register_converter(NAME, DESCRIPTION)
+@register_converter(NAME, DESCRIPTION, markers=CSV_NAMES)
 def read(raw: Path, log: Reconciliation, *,
          views: frozenset[str] | None = PAPER_PROJECTIONS) -> tuple[DatasetSpec, Iterable[Sample]]:
     images = read_images(raw, log, NAME, views)

@@ -21,13 +21,13 @@ from xferscale.data.records import POSITIVE, DatasetSpec, Reconciliation, Sample
 from .common import TRAIN_VAL_TEST, assign_splits, split_by_patient
 from .image_folders import nonempty
 from .padchest import DESCRIPTION as _PADCHEST_LAYOUT
-from .padchest import PAPER_PROJECTIONS, PATHOLOGIES, pathology_labels, read_images
+from .padchest import CSV_NAMES, PAPER_PROJECTIONS, PATHOLOGIES, pathology_labels, read_images
 
 NAME = "padchest_cl"
 DESCRIPTION = f"same as padchest: {_PADCHEST_LAYOUT}"
 
 
-@register_converter(NAME, DESCRIPTION)
+@register_converter(NAME, DESCRIPTION, markers=CSV_NAMES)
 def read(raw: Path, log: Reconciliation, *,
          views: frozenset[str] | None = PAPER_PROJECTIONS) -> tuple[DatasetSpec, Iterable[Sample]]:
     single: list[tuple[Path, str, str, str]] = []  # key, path, patient, pathology

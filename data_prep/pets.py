@@ -35,7 +35,7 @@ class _Entry:
     where: str  # "file:line", for skip references
 
 
-@register_converter(NAME, DESCRIPTION)
+@register_converter(NAME, DESCRIPTION, markers=("annotations/trainval.txt",))
 def read(raw: Path, log: Reconciliation) -> tuple[DatasetSpec, Iterable[Sample]]:
     raw = Path(raw)
     images = require_dir(raw / "images", "the pet images <Breed>_<n>.jpg")

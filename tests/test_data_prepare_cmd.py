@@ -178,3 +178,20 @@ def test_prepare_real_converter_then_load(tmp_path):
                                num_classes=10)
         (images, targets), = list(batches.epoch(0))
         assert images.shape == (4, 3, 32, 32) and batches.num_classes == 10
+
+
+def test_raw_may_name_the_parent_folder_where_it_is_unambiguous(tmp_path, capsys):
+    """--raw pointing one or two levels above the release folder: the folder with the marker is read."""
+    import shutil
+
+    import xray_layouts as layouts
+
+    release = layouts.chexpert_raw(tmp_path / "downloads")  # downloads/CheXpert-v1.0-small/train.csv
+    out = tmp_path / "out"
+    assert main(["prepare", "chexpert", "--raw", str(tmp_path), "--out", str(out), "--no-progress"]) == 0
+    assert f"chexpert: reading {release}" in capsys.readouterr().out
+    assert load_dataset_info(out).splits["test"].count > 0
+    shutil.copytree(release, tmp_path / "downloads" / "CheXpert-v1.0")  # two releases side by side
+    assert main(["prepare", "chexpert", "--raw", str(tmp_path / "downloads"), "--out", str(tmp_path / "o2")]) == 2
+    err = capsys.readouterr().err
+    assert "several folders hold chexpert's train.csv" in err and "pass one of them as --raw" in err

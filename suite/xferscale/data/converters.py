@@ -9,6 +9,9 @@ A converter module in :mod:`xferscale.data_prep` decorates its reader::
 ``read(raw, log, **options)`` returns the spec and the samples. A derived dataset built
 from several raw datasets declares ``sources``; its ``read`` then gets a ``dict`` mapping
 each source name to its raw folder. Declared options become ``xferscale prepare`` flags.
+Declared ``markers`` (files that only the expected folder holds, e.g. CheXpert's
+``train.csv``) let ``--raw`` name a parent folder: the one sub-folder (up to two levels down)
+that holds a marker is used, and several are an error naming them.
 Only registrations count: a module's own constants are never read as the protocol.
 """
 from __future__ import annotations
@@ -45,6 +48,7 @@ class Converter:
     sources: tuple[str, ...] = ()  # empty: one raw folder
     options: tuple[ConverterOption, ...] = ()
     module: str = ""
+    markers: tuple[str, ...] = ()  # relative paths, any of which marks the folder read expects
 
     def option_values(self, given: Mapping[str, str | None]) -> dict[str, str]:
         """The keyword arguments of ``read``: each declared option, given or its default."""
@@ -70,11 +74,13 @@ _REGISTRY: dict[str, Converter] = {}
 
 
 def register_converter(name: str, description: str, *, sources: Iterable[str] = (),
-                       options: Iterable[ConverterOption] = ()) -> Callable[[ReadFn], ReadFn]:
+                       options: Iterable[ConverterOption] = (),
+                       markers: Iterable[str] = ()) -> Callable[[ReadFn], ReadFn]:
     """Decorator: register ``read`` as the converter ``name``; a second module using the
     same name is an error (re-importing the same module is not)."""
     def decorate(read: ReadFn) -> ReadFn:
-        converter = Converter(name, description, read, tuple(sources), tuple(options), read.__module__)
+        converter = Converter(name, description, read, tuple(sources), tuple(options), read.__module__,
+                              tuple(markers))
         known = _REGISTRY.get(name)
         if known is not None and known.module != converter.module:
             raise PrepareError(f"two converter modules register {name!r}: {known.module} and {converter.module}")
@@ -117,7 +123,7 @@ def resolve_raw(converter: Converter, raw: list[str]) -> Path | dict[str, Path]:
         if "=" in raw[0] and not Path(raw[0]).exists():
             raise PrepareError(f"dataset {converter.name!r} takes one raw folder (--raw DIR), not "
                                f"SOURCE=DIR: {raw[0]!r}")
-        return _existing_dir(Path(raw[0]), converter.name)
+        return locate_root(_existing_dir(Path(raw[0]), converter.name), converter)
     given: dict[str, Path] = {}
     for item in raw:
         source, sep, folder = item.partition("=")
@@ -128,11 +134,45 @@ def resolve_raw(converter: Converter, raw: list[str]) -> Path | dict[str, Path]:
             )
         if source in given:
             raise PrepareError(f"--raw {source}=... given twice")
-        given[source] = _existing_dir(Path(folder), f"{converter.name} ({source})")
+        member = _REGISTRY.get(source)
+        folder_path = _existing_dir(Path(folder), f"{converter.name} ({source})")
+        given[source] = locate_root(folder_path, member) if member is not None else folder_path
     missing = [s for s in converter.sources if s not in given]
     if missing:
         raise PrepareError(f"dataset {converter.name!r}: missing --raw {'=DIR, --raw '.join(missing)}=DIR")
     return given
+
+
+def locate_root(raw: Path, converter: Converter, depth: int = 2) -> Path:
+    """``raw``, or the one folder below it (``depth`` levels at most) that holds one of the
+    converter's markers; a parent folder is accepted where it is unambiguous."""
+    if not converter.markers or _has_marker(raw, converter):
+        return raw
+    level, found = [raw], []
+    for _ in range(depth):
+        level = sorted(d for parent in level for d in _subfolders(parent))
+        found = [d for d in level if _has_marker(d, converter)]
+        if found:
+            break
+    if len(found) > 1:
+        raise PrepareError(f"{raw}: several folders hold {converter.name}'s {' or '.join(converter.markers)}: "
+                           f"{', '.join(str(d) for d in found)}; pass one of them as --raw")
+    if found:
+        print(f"{converter.name}: reading {found[0]} (the folder below {raw} that holds "
+              f"{next(m for m in converter.markers if (found[0] / m).exists())})")
+        return found[0]
+    return raw  # the converter's own check names what is missing
+
+
+def _has_marker(folder: Path, converter: Converter) -> bool:
+    return any((folder / marker).exists() for marker in converter.markers)
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    try:
+        return [d for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".")]
+    except OSError:
+        return []
 
 
 def _existing_dir(path: Path, what: str) -> Path:
