@@ -1,4 +1,4 @@
-"""``xferscale bench train|loader|allreduce|agc``: run one benchmark kernel.
+"""``xferscale bench train|loader|allreduce|agc|prepare``: run one benchmark kernel.
 
 Each kernel is a module of :mod:`xferscale.kernels` exposing ``add_arguments(parser)`` and
 ``run(args) -> dict``; it prints human lines and one JSON result line (see
@@ -17,6 +17,8 @@ KERNELS: dict[str, tuple[str, str]] = {
     "loader": ("xferscale.kernels.loader", "data-loader throughput (images/s) of a prepared dataset or synthetic JPEGs"),
     "allreduce": ("xferscale.kernels.allreduce", "all-reduce bus bandwidth over a sweep of message sizes"),
     "agc": ("xferscale.kernels.agc", "adaptive gradient clipping alone: batched kernels vs timm's per-parameter loop"),
+    "prepare": ("xferscale.kernels.prepare", "xferscale prepare's writer (read, full decode, pack): images/s and MB/s "
+                                             "for 1..N workers"),
 }
 
 

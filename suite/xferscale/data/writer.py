@@ -58,9 +58,10 @@ _SPLIT_NAME = re.compile(r"^[A-Za-z0-9_]+$")
 _SPOOL = ".spool.tmp"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Pending:
-    """A sample waiting to be written; in-memory image bytes are spooled to disk."""
+    """A sample waiting to be written; in-memory image bytes are spooled to disk. Slots keep
+    it small: ImageNet-21k holds 14 M of these until its shards are written."""
 
     key: str
     image: Path | tuple[int, int]  # file path, or (offset, size) in the spool file
