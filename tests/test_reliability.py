@@ -131,3 +131,25 @@ def test_a_diverging_transfer_run_saves_no_non_finite_state(tmp_path):
     if state.exists():
         saved = torch.load(state, weights_only=False)
         assert all(torch.isfinite(t).all() for t in saved["model"].values() if t.is_floating_point())
+
+
+def test_user_errors_are_one_line_not_a_traceback(tmp_path, tiny_args):
+    ckpt_dir = tmp_path / "run"
+    ckpt_dir.mkdir()
+    (ckpt_dir / "checkpoint.pt").write_bytes(b"PK\x03\x04 not a whole checkpoint")
+    cases = [
+        (("pretrain", *tiny_args, f"output_dir={ckpt_dir}", "--resume"), f"checkpoint {ckpt_dir / 'checkpoint.pt'} cannot be read"),
+        (("pretrain", *tiny_args, "data.synthetic_samples=8", f"output_dir={tmp_path / 'b'}"),
+         "data.synthetic_samples=8 is smaller than one global batch (16)"),
+        (("pretrain", *tiny_args, "data.source=prepared", f"data.path={tmp_path}", "model.num_classes=null",
+          f"output_dir={tmp_path / 'c'}"), "dataset.json"),
+        (("transfer", "--checkpoint", str(tmp_path / "x.pt"), "--checkpoint-every", "0"), "--checkpoint-every must be"),
+    ]
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the results folder should be")
+    cases.append((("transfer", "--results", str(blocked / "sub")), f"cannot write results under {blocked / 'sub'}"))
+    for args, message in cases:
+        proc = run_xferscale(*args, check=False)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert "Traceback" not in proc.stderr, proc.stderr
+        assert message in proc.stderr, (message, proc.stderr)

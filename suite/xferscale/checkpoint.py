@@ -16,6 +16,10 @@ class CheckpointWriteError(OSError):
     """A checkpoint could not be written (full disk, no permission); the previous one is kept."""
 
 
+class CheckpointReadError(ValueError):
+    """A checkpoint that does not exist or cannot be read (truncated, foreign); names the file."""
+
+
 class NonFiniteStateError(RuntimeError):
     """The state to be checkpointed holds NaN/inf (in ``entries``); nothing was written."""
 
@@ -74,11 +78,15 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
+        raise CheckpointReadError(f"checkpoint {path} does not exist")
     try:
-        return torch.load(path, map_location=map_location, weights_only=False)
+        state = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as err:  # a truncated or foreign file
-        raise ValueError(f"checkpoint {path} cannot be read: {err}") from err
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise CheckpointReadError(f"checkpoint {path} cannot be read ({first}); delete it to start over") from err
+    if not isinstance(state, dict):
+        raise CheckpointReadError(f"checkpoint {path} holds a {type(state).__name__}, not an xferscale checkpoint")
+    return state
 
 
 def rng_state() -> dict[str, Any]:

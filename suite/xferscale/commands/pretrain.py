@@ -54,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"xferscale pretrain: config error: {cfg.name}: {err}", file=sys.stderr)
             return 2
 
-    from xferscale.checkpoint import CheckpointWriteError
+    from xferscale.checkpoint import CheckpointReadError, CheckpointWriteError
+    from xferscale.data.records import PrepareError
     from xferscale.distributed import shutdown
     from xferscale.preemption import write_stop_marker
     from xferscale.trainer import NonFiniteLossError, Trainer
@@ -63,6 +64,9 @@ def run(args: argparse.Namespace) -> int:
         trainer = Trainer(cfg)
     except ConfigError as err:
         print(f"xferscale pretrain: config error: {err}", file=sys.stderr)
+        return 2
+    except PrepareError as err:  # a prepared folder without dataset.json, a shard index that does not match
+        print(f"xferscale pretrain: data error: {err}", file=sys.stderr)
         return 2
     env = trainer.env
     if env.is_main:
@@ -74,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     except NonFiniteLossError as err:
         print(f"xferscale pretrain: {err}", file=sys.stderr)
         return 3
-    except CheckpointWriteError as err:
+    except (CheckpointWriteError, CheckpointReadError, ConfigError, PrepareError) as err:
         print(f"xferscale pretrain: {err}", file=sys.stderr)
         return 2
     finally:

@@ -102,6 +102,13 @@ def run(args: argparse.Namespace) -> int:
     scale = args.schedule_scale if args.schedule_scale is not None else defaults["schedule_scale"]
     crop = args.crop if args.crop is not None else defaults["crop"]
 
+    if args.checkpoint_every <= 0:
+        print(f"xferscale transfer: --checkpoint-every must be a positive number of steps, got {args.checkpoint_every}",
+              file=sys.stderr)
+        return 2
+    if problem := _unwritable(args.results):
+        print(f"xferscale transfer: cannot write results under {args.results}: {problem}", file=sys.stderr)
+        return 2
     if not Path(args.checkpoint).is_file():
         hint = ("make it with `xferscale pretrain` (its default run writes it there)"
                 if args.checkpoint == DEFAULT_CHECKPOINT else "check the path, or pre-train with `xferscale pretrain`")
@@ -148,6 +155,19 @@ def run(args: argparse.Namespace) -> int:
             print(f"report: {len(report.files)} files in {report.out_dir}/ (full-shot tables beside the paper, "
                   f"figures, cells.csv); for all records: `xferscale report results {args.results}`")
     return 0
+
+
+def _unwritable(folder: Path) -> str | None:
+    """Why records cannot be written under ``folder`` (checked before any run starts), or None."""
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".probe-"):
+            pass
+    except OSError as err:
+        return err.strerror or str(err)
+    return None
 
 
 def _grid_table(records, seeds) -> str:

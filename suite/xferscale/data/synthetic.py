@@ -12,6 +12,8 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 
+from xferscale.config import ConfigError
+
 
 class SyntheticBatches:
     def __init__(
@@ -20,7 +22,8 @@ class SyntheticBatches:
     ):
         self.global_batch = batch_size * world_size
         if num_samples < self.global_batch:
-            raise ValueError(f"data.synthetic_samples={num_samples} is smaller than one global batch ({self.global_batch})")
+            raise ConfigError(f"data.synthetic_samples={num_samples} is smaller than one global batch "
+                              f"({self.global_batch}); raise it or lower train.global_batch")
         self.num_samples, self.num_classes = num_samples, num_classes
         self.task = "multilabel" if multilabel else "multiclass"
         self.batch_size, self.rank, self.device, self.seed, self.shuffle = batch_size, rank, device, seed, shuffle
