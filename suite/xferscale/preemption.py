@@ -9,17 +9,29 @@ from __future__ import annotations
 
 import os
 import signal
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from xferscale.cluster import STOP_MARKER_ENV
 
 
-def ignore_stop_signals(_worker_id: int | None = None) -> None:
-    """In a loader's worker process: leave SIGTERM/SIGUSR1 to the main process, which saves
-    the state and stops (SLURM signals every process of the job step, workers included)."""
-    for sig in StopRequest.SIGNALS:
-        signal.signal(sig, signal.SIG_IGN)
+def ignore_stop_signals(main_pid: int, _worker_id: int | None = None) -> None:
+    """In a loader's worker process (``functools.partial(ignore_stop_signals, os.getpid())``
+    as ``worker_init_fn``): SLURM signals every process of the job step, workers included,
+    and the main process, saving its state, still needs them. SIGUSR1 is ignored; SIGTERM
+    is ignored while the main process says it is stopping (:func:`stopping_flag`), and
+    otherwise ends the worker as before, so the loader's own shutdown (which terminates
+    stuck workers) and the interpreter's exit still work."""
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+
+    def on_term(signum, _frame) -> None:
+        if stopping_flag(main_pid).exists():
+            return
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, on_term)
 
 
 def write_stop_marker(message: str) -> Path | None:
@@ -64,6 +76,10 @@ class StopRequest:
     @staticmethod
     def _handle(signum, _frame) -> None:
         StopRequest._received = signum
+        try:  # tells this process's loader workers to outlive the signal (ignore_stop_signals)
+            stopping_flag(os.getpid()).touch()
+        except OSError:
+            pass
 
     def __exit__(self, *exc) -> None:
         StopRequest._depth -= 1
@@ -71,3 +87,9 @@ class StopRequest:
             for sig, handler in self._previous.items():
                 signal.signal(sig, handler)
             StopRequest._received = None
+            stopping_flag(os.getpid()).unlink(missing_ok=True)
+
+
+def stopping_flag(main_pid: int) -> Path:
+    """The file that says: process ``main_pid`` got a stop signal and is saving its state."""
+    return Path(tempfile.gettempdir()) / f"xferscale-stopping-{main_pid}"

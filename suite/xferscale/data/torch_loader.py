@@ -15,6 +15,8 @@ member; ``"skip"`` leaves the image out of its batch and counts it in ``corrupt_
 """
 from __future__ import annotations
 
+import functools
+import os
 from typing import Iterator
 
 import numpy as np
@@ -133,7 +135,7 @@ class TorchBatches(PreparedBatches):
                 # Forked workers inherit the locks of threads they do not have (DALI's, OpenMP's)
                 # and can deadlock; a fork server starts them from a clean process.
                 multiprocessing_context="forkserver" if workers else None,
-                worker_init_fn=ignore_stop_signals if workers else None,
+                worker_init_fn=functools.partial(ignore_stop_signals, os.getpid()) if workers else None,
             )
         return self._dataloader
 
