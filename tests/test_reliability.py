@@ -174,3 +174,103 @@ def test_user_errors_are_one_line_not_a_traceback(tmp_path, tiny_args):
         assert proc.returncode == 2, (args, proc.stderr)
         assert "Traceback" not in proc.stderr, proc.stderr
         assert message in proc.stderr, (message, proc.stderr)
+
+
+def test_a_checkpoint_whose_bytes_changed_is_refused(tmp_path):
+    from xferscale.checkpoint import CheckpointReadError, digest_path, load_checkpoint
+
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, {"model": {"w": torch.arange(4096, dtype=torch.float32)}, "step": 3})
+    assert load_checkpoint(path)["step"] == 3 and digest_path(path).is_file()
+    data = bytearray(path.read_bytes())
+    offset = data.find(torch.arange(4096, dtype=torch.float32).numpy().tobytes()[400:416])
+    assert offset > 0
+    data[offset] ^= 0x40  # one bit inside a tensor record: torch.load alone would not notice
+    path.write_bytes(bytes(data))
+    assert torch.load(path, weights_only=False)["step"] == 3  # ... as this shows
+    with pytest.raises(CheckpointReadError, match="is corrupt: its bytes changed after it was written"):
+        load_checkpoint(path)
+
+
+def test_a_crash_around_the_rename_leaves_a_loadable_checkpoint(tmp_path, monkeypatch):
+    from xferscale.checkpoint import load_checkpoint
+
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, {"model": {"w": torch.ones(3)}, "step": 1})
+
+    def crash(src, dst):
+        if str(dst) == str(path):
+            raise SystemExit("killed before the rename")
+        return real_replace(src, dst)
+
+    real_replace = os.replace
+    monkeypatch.setattr(os, "replace", crash)
+    for _ in range(3):  # repeated crashes at the worst moment
+        with pytest.raises(SystemExit):
+            save_checkpoint(path, {"model": {"w": torch.zeros(3)}, "step": 2})
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert load_checkpoint(path)["step"] == 1  # the previous checkpoint, still verified
+
+
+def test_resume_refuses_a_checkpoint_of_another_configuration(tmp_path, tiny_args):
+    run_xferscale("pretrain", *tiny_args, "schedule.epochs=4", "train.max_steps=8", f"output_dir={tmp_path}")
+    proc = run_xferscale("pretrain", *tiny_args, "schedule.epochs=4", "train.global_batch=32", "data.image_size=24",
+                         f"output_dir={tmp_path}", "--resume", check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"{tmp_path / 'checkpoint.pt'} was written by another configuration" in proc.stderr
+    assert "data.image_size (saved 16, now 24)" in proc.stderr and "train.global_batch (saved 16, now 32)" in proc.stderr
+    # what does not change results may differ: more steps, another log interval
+    ok = run_xferscale("pretrain", *tiny_args, "schedule.epochs=4", "train.log_every=4", f"output_dir={tmp_path}",
+                       "--resume")
+    assert "after 32 steps" in ok.stdout
+
+
+def test_a_claimed_run_is_left_to_its_live_owner_and_a_dead_ones_is_taken_over(tmp_path):
+    import socket
+
+    from xferscale.results import RunKey
+
+    store = ResultStore(tmp_path, stale_after_s=60)
+    key = RunKey("synth", "tiny", "synth", 1, 0)
+    claim = store.claim(key)
+    assert claim is not None and store.claim(key) is None  # held by this live process
+    claim.release()
+    path = store.work_dir(key).with_suffix(".claim")
+    path.write_text(json.dumps({"host": "jwb0042.juwels", "pid": 1, "job": "123"}))  # another node, fresh
+    assert store.claim(key) is None
+    old = time.time() - 120
+    os.utime(path, (old, old))  # its heartbeat stopped two minutes ago
+    taken = store.claim(key)
+    assert taken is not None and json.loads(path.read_text())["pid"] == os.getpid()
+    taken.release()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    path.write_text(json.dumps({"host": socket.gethostname(), "pid": int(dead.stdout), "job": None}))
+    assert store.claim(key) is not None  # same host, process gone: taken over at once
+
+
+GRID_JOB = """
+import sys, torch
+sys.path.insert(0, {tests!r})
+from _transfer_fixtures import FAST, tensor_target, write_checkpoint
+from xferscale.results import FULL, ResultStore
+from xferscale.transfer.grid import run_grid
+from xferscale.transfer.pretrained import load_pretrained
+torch.set_num_threads(1)
+out = run_grid(load_pretrained({ckpt!r}), tensor_target(), [1, 2, 3, FULL], [0, 1, 2], FAST, ResultStore({root!r}),
+               torch.device("cpu"), log=lambda m: None)
+print("RAN", " ".join(f"{{r.shots}}/{{r.seed}}" for r in out.ran))
+"""
+
+
+def test_two_jobs_on_one_results_folder_do_every_run_once(tmp_path):
+    ckpt = write_checkpoint(tmp_path / "ckpt.pt")
+    code = GRID_JOB.format(tests=str(Path(__file__).parent), ckpt=str(ckpt), root=str(tmp_path / "results"))
+    jobs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)]
+    outputs = [job.communicate(timeout=600) for job in jobs]
+    assert all(job.returncode == 0 for job in jobs), [err for _, err in outputs]
+    ran = [line.split()[1:] for out, _ in outputs for line in out.splitlines() if line.startswith("RAN")]
+    done = [run for share in ran for run in share]
+    assert len(done) == len(set(done)) == 12  # every run once, none twice
+    assert len(list((tmp_path / "results").rglob("seed-*.json"))) == 12
+    assert not list((tmp_path / "results").rglob("*.claim"))

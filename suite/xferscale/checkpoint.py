@@ -1,7 +1,15 @@
-"""Checkpoints written atomically, never of a non-finite state, and the random-number state
-that makes resumes exact."""
+"""Checkpoints written atomically, never of a non-finite state, verified on load, and the
+random-number state that makes resumes exact.
+
+Beside ``checkpoint.pt`` lies ``checkpoint.pt.sha256``: the SHA-256 of the file as written.
+A checkpoint whose bytes changed afterwards (a flipped bit on a disk, a partial copy) is
+refused on load instead of training on from garbage. The digest file is rewritten around
+the atomic rename so that, wherever a crash falls, it lists the digest of whichever file
+``checkpoint.pt`` then is.
+"""
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 from collections.abc import Iterator
@@ -61,13 +69,18 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     if bad:
         raise NonFiniteStateError(f"{path}: not written, the {' and '.join(bad)} state holds NaN/inf", bad)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    sidecar = digest_path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as handle:
             torch.save(state, handle)
             handle.flush()
             os.fsync(handle.fileno())
+        digest = file_digest(tmp)
+        # The new file's digest beside those the current file may have (a crash can leave several).
+        _write_digests(sidecar, [digest, *_read_digests(sidecar)][:8])
         os.replace(tmp, path)
+        _write_digests(sidecar, [digest])
     except (OSError, RuntimeError) as err:  # torch.save reports a failed write as RuntimeError
         tmp.unlink(missing_ok=True)
         reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err).splitlines()[0]
@@ -75,10 +88,40 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
         raise CheckpointWriteError(f"could not write {path}: {reason}{kept}") from err
 
 
+def digest_path(path: Path) -> Path:
+    return path.with_name(f"{path.name}.sha256")
+
+
+def file_digest(path: Path) -> str:
+    sha = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 24), b""):
+            sha.update(block)
+    return sha.hexdigest()
+
+
+def _read_digests(sidecar: Path) -> list[str]:
+    try:
+        return sidecar.read_text().split()
+    except FileNotFoundError:
+        return []
+
+
+def _write_digests(sidecar: Path, digests: list[str]) -> None:
+    tmp = sidecar.with_name(f".{sidecar.name}.{os.getpid()}.tmp")
+    tmp.write_text("\n".join(digests) + "\n")
+    os.replace(tmp, sidecar)
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint, verified against its digest file where it has one."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointReadError(f"checkpoint {path} does not exist")
+    known = _read_digests(digest_path(path))
+    if known and file_digest(path) not in known:
+        raise CheckpointReadError(f"checkpoint {path} is corrupt: its bytes changed after it was written (SHA-256 "
+                                  f"differs from {digest_path(path).name}); delete both to start over")
     try:
         state = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as err:  # a truncated or foreign file

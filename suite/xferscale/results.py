@@ -7,13 +7,21 @@ whose hash differs (the same run under other settings) is an error unless the ca
 to overwrite it, so a results folder never mixes two configurations silently.
 
 Layout: ``<root>/<source>/<model>/<target>/shots-<k>/seed-<s>.json``.
+
+Several jobs may share one results folder (two SLURM jobs of the same grid): a run is
+claimed before it starts (:meth:`ResultStore.claim`, an exclusively created claim file), so
+each run is done once; the claim of a job that died is taken over: at once on the same host
+(its process is gone), elsewhere once its heartbeat (the claim file's time, refreshed at
+every resume state the run saves) is older than ``stale_after_s``.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import socket
 import tempfile
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -160,11 +168,39 @@ def write_json_atomic(path: Path, payload: Any) -> None:
     write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
+@dataclass
+class Claim:
+    """This process's hold on one run; :meth:`refresh` is its heartbeat."""
+
+    path: Path
+
+    def refresh(self) -> None:
+        os.utime(self.path)
+
+    def release(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def _owner() -> dict[str, Any]:
+    return {"host": socket.gethostname(), "pid": os.getpid(), "job": os.environ.get("SLURM_JOB_ID")}
+
+
+def _alive_here(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class ResultStore:
     """The records under one results folder."""
 
-    def __init__(self, root: str | os.PathLike[str]):
+    def __init__(self, root: str | os.PathLike[str], stale_after_s: float = 1800.0):
         self.root = Path(root)
+        self.stale_after_s = stale_after_s
 
     def path(self, key: RunKey) -> Path:
         return self.root / key.relpath
@@ -172,6 +208,33 @@ class ResultStore:
     def work_dir(self, key: RunKey) -> Path:
         """Where an unfinished run keeps its resume state (removed once the record exists)."""
         return self.root / ".work" / key.relpath.with_suffix("")
+
+    def claim(self, key: RunKey) -> Claim | None:
+        """Claim a run for this process; None when a live job holds it (a dead one's is taken over)."""
+        path = self.work_dir(key).with_suffix(".claim")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                if not self._stale(path):
+                    return None
+                path.unlink(missing_ok=True)  # a dead job's claim: take it over
+                continue
+            with os.fdopen(fd, "w") as handle:
+                json.dump(_owner(), handle)
+            return Claim(path)
+        return None
+
+    def _stale(self, path: Path) -> bool:
+        try:
+            owner = json.loads(path.read_text() or "{}")
+            age = time.time() - path.stat().st_mtime
+        except (OSError, ValueError):
+            return True  # unreadable or half-written: no live owner can be named
+        if owner.get("host") == socket.gethostname() and isinstance(owner.get("pid"), int):
+            return not _alive_here(owner["pid"])
+        return age > self.stale_after_s
 
     def load(self, key: RunKey) -> ResultRecord | None:
         path = self.path(key)

@@ -33,6 +33,33 @@ from xferscale.schedule import build_schedule, plan_schedule
 CHECKPOINT_NAME = "checkpoint.pt"
 
 
+# Config keys that do not change what a run computes: a resume may change them.
+RESUMABLE_KEYS = frozenset({
+    "name", "description", "output_dir", "data.path", "data.workers", "data.prefetch", "data.backend",
+    "data.on_corrupt", "train.log_every", "train.checkpoint_every", "train.progress", "train.max_steps",
+    "train.warmup_exclude", "train.stop_check_seconds", "model.compile", "model.channels_last", "optim.foreach",
+    "optim.fused", "distributed.backend", "distributed.bucket_cap_mb", "distributed.static_graph",
+})
+
+
+def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def result_key_differences(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """``key (saved A, now B)`` for each key that changes results and differs between the two."""
+    a, b = _flatten(saved), _flatten(now)
+    return [f"{key} (saved {a.get(key)!r}, now {b.get(key)!r})"
+            for key in sorted(set(a) | set(b)) if key not in RESUMABLE_KEYS and a.get(key) != b.get(key)]
+
+
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the message names the step."""
 
@@ -213,6 +240,12 @@ class Trainer:
             raise ConfigError(
                 f"{self.checkpoint_path} holds {state.get('model_name')} with {state.get('num_classes')} classes, "
                 f"but the config asks for {self.cfg.model.name} with {self.num_classes}"
+            )
+        differing = result_key_differences(state.get("config") or {}, self.cfg.to_dict())
+        if differing:
+            raise ConfigError(
+                f"{self.checkpoint_path} was written by another configuration; differing keys: {', '.join(differing)}; "
+                "resume with the saved values, or use another output_dir"
             )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])

@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from tqdm import tqdm
@@ -90,8 +90,10 @@ class RunOutcome:
 
 
 def finetune(pretrained: Pretrained, target: Target, shots: Shots, seed: int, settings: FineTuneSettings,
-             device: torch.device, work_dir: Path | None = None, desc: str = "") -> RunOutcome:
-    """Fine-tune on one (shots, seed) and evaluate on the target's test split."""
+             device: torch.device, work_dir: Path | None = None, desc: str = "",
+             heartbeat: Callable[[], None] | None = None) -> RunOutcome:
+    """Fine-tune on one (shots, seed) and evaluate on the target's test split; ``heartbeat``
+    is called at every saved resume state (a shared grid's claim refresh)."""
     started = time.perf_counter()
     spec = target.spec
     rule = settings.rule_for(target.train_size(shots, seed), spec)
@@ -115,7 +117,8 @@ def finetune(pretrained: Pretrained, target: Target, shots: Shots, seed: int, se
     state_path = work_dir / STATE_NAME if work_dir else None
     if state_path is not None and state_path.exists():
         state = load_checkpoint(state_path, map_location=device)
-        if state.get("rule") != rule.to_dict():
+        saved_settings = state.get("settings", settings.result_config())
+        if state.get("rule") != rule.to_dict() or saved_settings != settings.result_config():
             raise FineTuneError(f"{state_path}: resume state of another configuration; delete it to start over")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -140,10 +143,13 @@ def finetune(pretrained: Pretrained, target: Target, shots: Shots, seed: int, se
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scaler": step_fn.scaler.state_dict() if step_fn.scaler else None,
                 "step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch, "rule": rule.to_dict(),
+                "settings": settings.result_config(),
                 "time_s": elapsed_before + time.perf_counter() - started,
             })
         except NonFiniteStateError as err:
             raise fail_nonfinite(f"and after {step} steps the {' and '.join(err.entries)} state holds NaN/inf") from None
+        if heartbeat is not None:
+            heartbeat()
 
     loss = torch.zeros(())
     with StopRequest() as stop, tqdm(total=rule.steps, initial=step, unit="step", desc=desc,

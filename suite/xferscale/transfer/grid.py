@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from xferscale.preemption import StopRequest
-from xferscale.results import FULL, ResultRecord, ResultStore, RunKey, Shots, config_hash
+from xferscale.results import FULL, Claim, ResultRecord, ResultStore, RunKey, Shots, config_hash
 from xferscale.transfer.finetune import FineTuneSettings, Preempted, finetune
 from xferscale.transfer.pretrained import Pretrained
 from xferscale.transfer.targets import Target
@@ -39,6 +39,7 @@ class GridSummary:
     ran: list[ResultRecord] = field(default_factory=list)
     skipped: list[RunKey] = field(default_factory=list)
     elsewhere: int = 0  # runs of the grid assigned to other ranks
+    held: list[RunKey] = field(default_factory=list)  # runs another live job is doing
 
 
 def plan_grid(pretrained: Pretrained, target: Target, shots: Sequence[Shots], seeds: Sequence[int],
@@ -105,31 +106,51 @@ def run_grid(
         if stop.signum is not None:  # e.g. during the last evaluation: its record is written
             raise Preempted(f"stopped by signal {stop.signum} before run {i} of {len(todo)} on this rank; the "
                             "finished runs have their records; run the same command again to continue")
-        if run.infeasible is not None:
-            summary.ran.append(_record_infeasible(run, target, store, log))
+        claim = store.claim(run.key)
+        if claim is None:
+            log(f"  {run.key}: another job is running it; left to that job")
+            summary.held.append(run.key)
             continue
-        work = store.work_dir(run.key)
-        started = time.strftime("%Y-%m-%dT%H:%M:%S")
-        out = finetune(pretrained, target, run.key.shots, run.key.seed, settings, device, work,
-                       desc=f"[{i}/{len(todo)}] {run.key.target} shots={run.key.shots} seed={run.key.seed}")
-        m = out.metric
-        record = ResultRecord(
-            source=run.key.source, model=run.key.model, target=run.key.target, shots=run.key.shots,
-            seed=run.key.seed, metric=m.name, value=m.value, steps=out.steps, time_s=round(out.time_s, 3),
-            config_hash=run.config_hash,
-            config={**run.config, **(extra_config or {}), "source_images": pretrained.source_images,
-                    "model_params_m": pretrained.params_m,
-                    "checkpoint": str(pretrained.path), "device": str(device), "started": started},
-            detail={**m.to_dict(), "final_train_loss": out.final_loss, "resumed_from_step": out.resumed_from,
-                    "train_size": out.rule.train_size},
-        )
-        store.save(record)
-        shutil.rmtree(work, ignore_errors=True)
-        value = "undefined" if m.value is None else f"{m.value:.2f}"
-        log(f"  {run.key}: {m.name} {value} ({out.steps} steps, {out.time_s:.1f} s"
-            + (f", resumed at step {out.resumed_from}" if out.resumed_from else "") + ")")
-        summary.ran.append(record)
+        try:
+            if store.is_finished(run.key, run.config_hash, overwrite=overwrite):  # another job finished it meanwhile
+                summary.skipped.append(run.key)
+                continue
+            if run.infeasible is not None:
+                summary.ran.append(_record_infeasible(run, target, store, log))
+                continue
+            summary.ran.append(_run_one(pretrained, target, run, settings, store, device, extra_config, log,
+                                        f"[{i}/{len(todo)}]", claim))
+        finally:
+            claim.release()
     return summary
+
+
+def _run_one(pretrained: Pretrained, target: Target, run: PlannedRun, settings: FineTuneSettings, store: ResultStore,
+             device: torch.device, extra_config: dict[str, Any] | None, log: Callable[[str], None], position: str,
+             claim: Claim) -> ResultRecord:
+    """Fine-tune and evaluate one claimed run, write its record, remove its resume state."""
+    work = store.work_dir(run.key)
+    started = time.strftime("%Y-%m-%dT%H:%M:%S")
+    out = finetune(pretrained, target, run.key.shots, run.key.seed, settings, device, work,
+                   desc=f"{position} {run.key.target} shots={run.key.shots} seed={run.key.seed}",
+                   heartbeat=claim.refresh)
+    m = out.metric
+    record = ResultRecord(
+        source=run.key.source, model=run.key.model, target=run.key.target, shots=run.key.shots,
+        seed=run.key.seed, metric=m.name, value=m.value, steps=out.steps, time_s=round(out.time_s, 3),
+        config_hash=run.config_hash,
+        config={**run.config, **(extra_config or {}), "source_images": pretrained.source_images,
+                "model_params_m": pretrained.params_m,
+                "checkpoint": str(pretrained.path), "device": str(device), "started": started},
+        detail={**m.to_dict(), "final_train_loss": out.final_loss, "resumed_from_step": out.resumed_from,
+                "train_size": out.rule.train_size},
+    )
+    store.save(record)
+    shutil.rmtree(work, ignore_errors=True)
+    value = "undefined" if m.value is None else f"{m.value:.2f}"
+    log(f"  {run.key}: {m.name} {value} ({out.steps} steps, {out.time_s:.1f} s"
+        + (f", resumed at step {out.resumed_from}" if out.resumed_from else "") + ")")
+    return record
 
 
 def _record_infeasible(run: PlannedRun, target: Target, store: ResultStore,
