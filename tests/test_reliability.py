@@ -275,3 +275,16 @@ def test_two_jobs_on_one_results_folder_do_every_run_once(tmp_path):
     assert len(done) == len(set(done)) == 12  # every run once, none twice
     assert len(list((tmp_path / "results").rglob("seed-*.json"))) == 12
     assert not list((tmp_path / "results").rglob("*.claim"))
+
+
+def test_a_truncated_shard_is_named_before_training_starts(tmp_path, tiny_args):
+    from _data_fixtures import write_tiny
+
+    write_tiny(tmp_path / "ds", tmp_path / "raw", shard_size=7)
+    shard = sorted((tmp_path / "ds").glob("train-*.tar"))[1]
+    shard.write_bytes(shard.read_bytes()[:2000])  # a copy cut short
+    proc = run_xferscale("pretrain", *tiny_args, "data.source=prepared", f"data.path={tmp_path / 'ds'}",
+                         "model.num_classes=null", "train.global_batch=4", "data.workers=0",
+                         f"output_dir={tmp_path / 'run'}", check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"{shard}: shard truncated (2000 bytes" in proc.stderr and f"dataset {tmp_path / 'ds'} is damaged" in proc.stderr

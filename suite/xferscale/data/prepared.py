@@ -116,7 +116,14 @@ def load_plan(cfg: DataConfig, seed: int) -> SplitPlan:
     label_ext = label_extension(info.spec.task)
     samples: list[SampleRef] = []
     for number, shard in enumerate(shards):
-        for entry in read_index(shard.with_suffix(".idx")):
+        entries = read_index(shard.with_suffix(".idx"))
+        needed = max((c.offset + c.size for entry in entries for c in entry), default=0)
+        actual = shard.stat().st_size if shard.is_file() else -1
+        if actual < needed:
+            what = "missing" if actual < 0 else f"truncated ({actual} bytes, its index needs {needed})"
+            raise PrepareError(f"{shard}: shard {what}; the prepared dataset {info.root} is damaged "
+                               f"(run `xferscale prepare {info.spec.name} ...` again)")
+        for entry in entries:
             parts = {c.ext: c for c in entry}
             image = next((parts[e] for e in IMAGE_EXTS if e in parts), None)
             if image is None or label_ext not in parts:
