@@ -116,13 +116,16 @@ class ExperimentRun(XferscaleRun):
         root = self.experiment_root or self.current_partition.extras.get("experiment_root", "")
         return os.path.expandvars(root) if root else self.stagedir
 
+    @property
+    def datasets(self) -> str:
+        """The folder of prepared datasets ('' when none is configured)."""
+        return os.path.expandvars(self.data_root or self.current_partition.extras.get("data_root", ""))
+
     def data_dir(self, name: str) -> str | None:
-        root = self.data_root or self.current_partition.extras.get("data_root", "")
-        return os.path.join(os.path.expandvars(root), name) if root else None
+        return os.path.join(self.datasets, name) if self.datasets else None
 
     def container_binds(self) -> list[str]:
-        data = self.data_root or self.current_partition.extras.get("data_root", "")
-        return [path for path in (self.root, os.path.expandvars(data)) if path]
+        return [path for path in (self.root, self.datasets) if path]
 
     @run_after("setup")
     def set_time_limit(self) -> None:
