@@ -6,7 +6,7 @@ import pytest
 from _data_fixtures import write_tiny
 from xferscale.cli import main
 from xferscale.config import ConfigError, builtin_configs, load_config
-from xferscale.schedule import expected_steps_per_epoch, plan_schedule
+from xferscale.schedule import plan_for_size
 
 # Training-split sizes the converters give on the real releases (approximate, rounded down):
 # ImageNet-1k train; ImageNet-21k winter21; CheXpert frontal train less its 10 % val; MIMIC-CXR
@@ -19,7 +19,7 @@ REAL_TRAIN_SIZES = {
 
 
 def _plan(cfg, samples):
-    return plan_schedule(cfg, expected_steps_per_epoch(samples, cfg.train.global_batch), samples)
+    return plan_for_size(cfg, samples)
 
 
 @pytest.mark.parametrize("name", sorted(n for n in builtin_configs() if n.startswith(("r50x1_", "r152x4_"))))

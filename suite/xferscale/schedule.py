@@ -91,3 +91,13 @@ def epoch_samples(data: DataConfig) -> int:
 def expected_steps_per_epoch(samples: int, global_batch: int) -> int:
     """What the loaders give: full global batches (a set smaller than one batch: one drawn batch)."""
     return max(1, samples // global_batch)
+
+
+def plan_for_size(cfg: ExperimentConfig, samples: int) -> SchedulePlan:
+    """The schedule of ``cfg`` on ``samples`` training samples per epoch (unchecked)."""
+    return plan_schedule(cfg, expected_steps_per_epoch(samples, cfg.train.global_batch), samples)
+
+
+def plan_on_dataset(cfg: ExperimentConfig) -> SchedulePlan:
+    """The schedule of ``cfg`` on its configured data's real size, read from ``dataset.json``."""
+    return plan_for_size(cfg, epoch_samples(cfg.data))

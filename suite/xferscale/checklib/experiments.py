@@ -219,11 +219,10 @@ class PretrainExperimentBase(ExperimentRun):
     def schedule_images(self) -> float:
         """Images of the whole schedule on the configured dataset's real size."""
         from xferscale.config import load_config
-        from xferscale.schedule import epoch_samples, expected_steps_per_epoch, plan_schedule
+        from xferscale.schedule import plan_on_dataset
 
         cfg = load_config(None if self.config == "default" else self.config, self.overrides(), require_data=False)
-        samples = epoch_samples(cfg.data)
-        plan = plan_schedule(cfg, expected_steps_per_epoch(samples, cfg.train.global_batch), samples)
+        plan = plan_on_dataset(cfg)
         return float(plan.total_steps * cfg.train.global_batch)
 
     @performance_function("h")

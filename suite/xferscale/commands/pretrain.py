@@ -22,10 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def print_schedule(cfg) -> int:
-    from xferscale.schedule import epoch_samples, expected_steps_per_epoch, plan_schedule
+    from xferscale.schedule import plan_on_dataset
 
-    samples = epoch_samples(cfg.data)
-    plan = plan_schedule(cfg, expected_steps_per_epoch(samples, cfg.train.global_batch), samples)
+    plan = plan_on_dataset(cfg)
     print(f"schedule of {cfg.name} on {cfg.data.path or 'the synthetic source'}:")
     print("\n".join(f"  {line}" for line in plan.lines()))
     plan.check()
