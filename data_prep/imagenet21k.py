@@ -18,7 +18,9 @@ member's base name, prefixed with the tar's wnid when the name does not already 
 it, so copies under different synsets never share a key. A second member with the same
 base name inside one tar is skipped as a duplicate.
 
-Tars are streamed one at a time, members in sorted name order. A tar that cannot be read
+Listing reads the tar headers only: each member is handed to the writer as a reference
+(tar, offset, size), which its worker processes read and decode once, so the release is read
+once and needs no spool space. Members in sorted name order. A tar that cannot be read
 is an error naming it (a truncated download would otherwise silently drop a class);
 re-download it, or remove it from RAW to prepare without that synset. Everything is the
 ``train`` split: the release defines no held-out set.
@@ -33,8 +35,8 @@ from typing import Iterable, Iterator
 from tqdm import tqdm
 
 from xferscale.data.converters import register_converter
-from xferscale.data.records import DatasetSpec, PrepareError, Reconciliation, Sample
-from xferscale.data_prep.image_folders import image_problem, name_problem, nonempty
+from xferscale.data.records import DatasetSpec, PrepareError, Reconciliation, Sample, TarMember
+from xferscale.data_prep.image_folders import name_problem, nonempty
 from xferscale.data_prep.raw_files import require_dir
 
 NAME = "imagenet21k"
@@ -111,14 +113,12 @@ def _synset_samples(path: Path, label: int, log: Reconciliation) -> Iterator[Sam
                 ref = f"{path.name}:{member.name}"
                 key = sample_key(wnid, member.name)
                 problem = _member_problem(member, key in seen)
-                if problem is None:
-                    seen.add(key)
-                    data = tar.extractfile(member).read()
-                    problem = image_problem(data)
                 if problem is not None:
                     log.skip(ref, problem)
                     continue
-                yield Sample(key=key, split=SPLIT, image=data, labels=(label,), source=NAME)
+                seen.add(key)
+                image = TarMember(path, member.offset_data, member.size)  # read (and decoded) by the writer
+                yield Sample(key=key, split=SPLIT, image=image, labels=(label,), source=NAME)
     except (tarfile.TarError, EOFError, OSError) as e:
         raise PrepareError(f"{path}: corrupt or truncated tar ({type(e).__name__}: {e}); "
                            "re-download it") from e

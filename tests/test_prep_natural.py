@@ -16,7 +16,8 @@ from scipy.io import savemat
 from xferscale.cli import main
 from xferscale.data.converters import discover
 from xferscale.data.manifest import load_dataset_info
-from xferscale.data.records import PrepareError, Reconciliation
+from xferscale.data.records import PrepareError, Reconciliation, Skip, TarMember
+from xferscale.data.writer import write_dataset
 from xferscale.data_prep import cifar10, cifar100, flowers102, imagenet1k, imagenet21k, pets
 
 CONVERTERS = ["cifar10", "cifar100", "flowers102", "imagenet1k", "imagenet21k", "pets"]
@@ -392,26 +393,34 @@ def in21k_raw(tmp_path):
     return tmp_path
 
 
-def test_imagenet21k_one_pair_per_label(in21k_raw):
+def test_imagenet21k_one_pair_per_label(in21k_raw, tmp_path_factory):
     spec, samples, log = run(imagenet21k, in21k_raw)
     assert spec.classes == ("n01440764", "n01443537") and spec.task == "multiclass"
     assert [(s.key, s.labels) for s in samples] == [
         ("n01440764_1", (0,)), ("n01440764_2", (0,)),
-        ("n01443537_n01440764_1", (1,)), ("n01443537_5", (1,))]
+        ("n01443537_n01440764_1", (1,)), ("n01443537_5", (1,)), ("n01443537_6", (1,))]
     assert {s.split for s in samples} == {"train"}
     # the photo under both synsets gives one (image, label) pair per label, same bytes
     shared = [s for s in samples if s.key.endswith("n01440764_1")]
-    assert [s.labels for s in shared] == [(0,), (1,)] and shared[0].image == shared[1].image
-    assert isinstance(samples[0].image, bytes) and Image.open(io.BytesIO(samples[0].image)).size == (8, 8)
-    assert samples[1].image == image_bytes(seed=2)  # the first of two same-named members
+    assert [s.labels for s in shared] == [(0,), (1,)]
+    assert shared[0].image.read_bytes() == shared[1].image.read_bytes() == image_bytes(seed=42)
+    # members are references into their tar (read by the writer), not bytes read while listing
+    assert all(isinstance(s.image, TarMember) for s in samples)
+    assert Image.open(io.BytesIO(samples[0].image.read_bytes())).size == (8, 8)
+    assert samples[1].image.read_bytes() == image_bytes(seed=2)  # the first of two same-named members
     assert log.rows_read == 9
     assert {s.ref: s.reason for s in log.skips} == {
         str(in21k_raw / "README.txt"): "not a <wnid>.tar synset archive",
         "n01440764.tar:n01440764_2.JPEG": "duplicate member name in the same synset tar",
         "n01440764.tar:n01440764_4.JPEG": "tar member is not a regular file",
-        "n01440764.tar:n01440764_3.txt": "not an image file name (suffix '.txt')",
-        "n01443537.tar:n01443537_6.JPEG": "not a readable image (UnidentifiedImageError)"}
+        "n01440764.tar:n01440764_3.txt": "not an image file name (suffix '.txt')"}
     assert [(s.key, s.image) for s in run(imagenet21k, in21k_raw)[1]] == [(s.key, s.image) for s in samples]
+    # the member that is no image is the writer's counted skip, named by key and tar
+    out = tmp_path_factory.mktemp("in21k")
+    write_dataset(spec, samples, out, log, progress=False)
+    assert log.skips[-1] == Skip(f"n01443537_6 ({in21k_raw / 'n01443537.tar'})",
+                                 "unsupported image format (not JPEG or PNG)")
+    assert load_dataset_info(out).splits["train"].count == 4
 
 
 @pytest.mark.parametrize("cut", ["header boundary", "inside data"])

@@ -2,6 +2,8 @@
 
     xferscale prepare DATASET --raw DIR --out DIR [--shard-size N] [--no-progress] [converter options]
     xferscale prepare DATASET --raw SOURCE=DIR --raw SOURCE=DIR ... --out DIR
+    srun -n K xferscale prepare DATASET --raw DIR --out DIR      (each task writes its slice)
+    xferscale prepare DATASET --merge --out DIR                  (finish a sliced run by hand)
     xferscale prepare fewshot --dataset DIR --shots 1,5,10 --seeds 0-4
 """
 from __future__ import annotations
@@ -13,7 +15,9 @@ from pathlib import Path
 from xferscale.data.converters import all_options, discover, resolve_raw
 from xferscale.data.fewshot import fewshot_keys, write_subset
 from xferscale.data.manifest import load_dataset_info
+from xferscale.data.merge import PARTS, merge_dataset, merge_lock, read_plan
 from xferscale.data.records import PrepareError, Reconciliation
+from xferscale.data.slices import parse_slice
 from xferscale.data.writer import default_workers, write_dataset
 
 FEWSHOT = "fewshot"
@@ -41,6 +45,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=default_workers(),
                         help="processes that read and fully decode the images (default: the cores available, "
                              "%(default)s here); the output is the same for any number")
+    parser.add_argument("--slice", default="auto", metavar="auto|all|I/K",
+                        help="the shards this task writes: I/K is every K-th shard from the I-th; auto (default) "
+                             "takes I and K from srun (SLURM_PROCID of SLURM_STEP_NUM_TASKS) and job arrays, all "
+                             "otherwise. The task that finishes last writes the manifests and dataset.json; "
+                             "re-running a killed task redoes only its unfinished shards")
+    parser.add_argument("--merge", action="store_true",
+                        help="only write the manifests, report.json and dataset.json of a sliced run in --out "
+                             "whose shards are all written")
     converters = discover()
     few = parser.add_argument_group(f"{FEWSHOT} subsets")
     few.add_argument("--dataset", dest="prepared", type=Path, metavar="DIR", help="prepared dataset folder")
@@ -68,17 +80,35 @@ def _option_values(args: argparse.Namespace) -> dict[str, str | None]:
 
 
 def _convert(args: argparse.Namespace) -> int:
+    if args.out is None:
+        raise PrepareError("--out DIR is required")
+    if args.merge:  # needs no converter: the run's plan says what it prepares
+        return _merge(args)
     converters = discover()
     if args.dataset not in converters:
         raise PrepareError(f"unknown dataset {args.dataset!r}; available: {', '.join(sorted(converters)) or 'none'}")
-    if args.out is None:
-        raise PrepareError("--out DIR is required")
+    task = parse_slice(args.slice)
     converter = converters[args.dataset]
     raw = resolve_raw(converter, args.raw)
     log = Reconciliation()
     spec, samples = converter.convert(raw, log, _option_values(args))
     marker = write_dataset(spec, samples, args.out, log, shard_size=args.shard_size, progress=not args.no_progress,
-                           workers=args.workers)
+                           workers=args.workers, task=task)
+    if marker is not None:
+        print(f"wrote {marker.parent}")
+    return 0
+
+
+def _merge(args: argparse.Namespace) -> int:
+    if not args.out.is_dir():
+        raise PrepareError(f"--out {args.out}: no such folder")
+    with merge_lock(args.out):
+        plan = read_plan(args.out)
+        if plan is None:
+            raise PrepareError(f"{args.out}: no sliced prepare run to merge (no {PARTS}/plan.json)")
+        if plan.spec.name != args.dataset:
+            raise PrepareError(f"{args.out}: the run in progress prepares {plan.spec.name!r}, not {args.dataset!r}")
+        marker = merge_dataset(args.out, plan)
     print(f"wrote {marker.parent}")
     return 0
 

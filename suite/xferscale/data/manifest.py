@@ -57,14 +57,20 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def write_manifest(path: Path, spec: DatasetSpec, rows: Iterable[ManifestRow]) -> None:
+def write_manifest(path: Path, spec: DatasetSpec, rows: Iterable[ManifestRow]) -> int:
+    """Write the rows (streamed) as ``path``, atomically, unless there are none; returns their count."""
     tmp = path.with_name(path.name + ".tmp")
+    count = 0
     with open(tmp, "w", newline="") as f:
         out = csv.writer(f, lineterminator="\n")
         out.writerow(MANIFEST_COLUMNS)
-        for r in rows:
+        for count, r in enumerate(rows, start=1):
             out.writerow([r.key, r.shard, r.member, format_labels(spec, r.labels), r.patient or "", r.source])
-    os.replace(tmp, path)
+    if count:
+        os.replace(tmp, path)
+    else:
+        tmp.unlink()
+    return count
 
 
 def read_manifest(path: Path, spec: DatasetSpec) -> list[ManifestRow]:

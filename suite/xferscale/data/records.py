@@ -29,19 +29,41 @@ class DatasetSpec:
         return len(self.classes)
 
 
+@dataclass(frozen=True, slots=True)
+class TarMember:
+    """An image stored as a member of an uncompressed tar: ``size`` bytes at ``offset``.
+
+    Converters of tar-packed releases (ImageNet-21k's synset tars) hand these over instead
+    of the bytes, so listing a release reads only its tar headers and the writer reads each
+    image once, in its worker processes, straight from the archive.
+    """
+
+    path: Path
+    offset: int
+    size: int
+
+    def read_bytes(self) -> bytes:
+        with open(self.path, "rb") as f:
+            f.seek(self.offset)
+            data = f.read(self.size)
+        if len(data) != self.size:
+            raise OSError(f"{self.path}: member at byte {self.offset} cut short ({len(data)} of {self.size} bytes)")
+        return data
+
+
 @dataclass(frozen=True)
 class Sample:
     """One training/evaluation example.
 
     ``labels`` is ``(class_index,)`` for a multiclass task and one value per class
     (POSITIVE, NEGATIVE or UNKNOWN) for a multilabel task.
-    ``image`` is the path of an image file, or the encoded image bytes (tar members,
-    arrays from pickles re-encoded as PNG).
+    ``image`` is the path of an image file, a :class:`TarMember`, or the encoded image
+    bytes (arrays from pickles re-encoded as PNG).
     """
 
     key: str
     split: str
-    image: Path | bytes
+    image: Path | TarMember | bytes
     labels: tuple[int, ...]
     source: str
     patient: str | None = None

@@ -10,21 +10,28 @@ between file systems) and classes are mixed within and across shards, which DALI
 shuffle buffer and its per-rank shard ranges rely on (class-sorted shards would give
 single-class batches and class-skewed ranks).
 
+Shards are planned before any image is read: shard ``NNNNN`` of a split holds the samples
+at positions ``NNNNN * shard_size ...`` of that order, less those whose image fails to
+decode, and a member's name is its sample's position. A shard thus depends on its own
+samples only, which is what lets tasks write disjoint shards in parallel
+(:mod:`xferscale.data.slices`, ``srun -n K`` or a job array) and a re-run redo only the
+shards that are not done (:mod:`xferscale.data.merge`); the result is byte-identical to a
+one-process run whatever the number of tasks and worker processes.
+
 Cost of that order: all samples are known before the first shard is written. Samples
-given as file paths are kept as paths; samples given as bytes (pickled arrays, tar
-members) are appended to one spool file in ``out`` and read back in order, so preparing,
-e.g., ImageNet-21k (images streamed from its synset tars) needs its size again in free
-space until the run ends, and about 250 bytes of memory per sample (13 M: ~3 GB).
+given as file paths or tar members are kept as references; samples given as bytes (arrays
+from pickles) are appended to a spool file in ``out`` and read back in order (each task
+keeps its own). A sample costs under 300 bytes of memory (``xferscale bench prepare``
+measures it): ImageNet-21k's 14 M, about 4 GB per task.
 
 Every image is decoded in full once here (JPEG, 8- and 16-bit PNG, grey and CMYK): one whose
 header is intact but whose body is cut or corrupt is a counted skip with the decoder's reason
 in ``report.json``, never a crash hours into a training run. Reading and decoding run in
-``workers`` processes (the shards are still written by this one process, in the same order),
-so the output is byte-identical whatever the number of workers.
+``workers`` processes; each shard is written by one process, in order.
 
-Crash safety: every file is written as ``*.tmp`` and moved into place; ``*.tmp`` files of an
-interrupted run are removed at the start of the next one, an existing ``dataset.json`` is
-removed before anything else is rewritten, and the new ``dataset.json`` is written last.
+Crash safety: every file is written as ``*.tmp`` and moved into place; an existing
+``dataset.json`` is removed before anything else is rewritten, and the new ``dataset.json``
+is written last, by the merge.
 """
 from __future__ import annotations
 
@@ -34,40 +41,63 @@ import json
 import multiprocessing
 import os
 import re
-from collections import deque
+from collections import OrderedDict, deque
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterable, Iterator
 
+import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from xferscale.data.manifest import (
-    ManifestRow, SplitInfo, atomic_write_text, dataset_json, write_manifest,
+from xferscale.data.manifest import ManifestRow
+from xferscale.data.merge import (
+    PARTS, Part, Plan, PlannedShard, merge_when_complete, read_part, write_part, write_plan,
 )
 from xferscale.data.records import (
-    NEGATIVE, POSITIVE, UNKNOWN, DatasetSpec, PrepareError, Reconciliation, Sample,
+    NEGATIVE, POSITIVE, UNKNOWN, DatasetSpec, PrepareError, Reconciliation, Sample, Skip, TarMember,
 )
 from xferscale.data.shards import (
-    ShardWriter, encode_labels, image_extension, index_path, label_extension, remove_stale_tmp, shard_name,
+    ShardWriter, encode_labels, image_extension, label_extension, remove_stale_tmp, shard_name,
 )
+from xferscale.data.slices import WHOLE, Slice
 
 _SPLIT_NAME = re.compile(r"^[A-Za-z0-9_]+$")
-_SPOOL = ".spool.tmp"
+
+ImageRef = tuple[str | None, int | None, int | None]  # (path, offset, size), see _Pending
 
 
 @dataclass(frozen=True, slots=True)
 class _Pending:
-    """A sample waiting to be written; in-memory image bytes are spooled to disk. Slots keep
-    it small: ImageNet-21k holds 14 M of these until its shards are written."""
+    """A sample waiting to be written. Slots, shared folder names and label tuples, and flat
+    image fields keep it small: ImageNet-21k holds 14 M of these until its shards are written."""
 
     key: str
-    image: Path | tuple[int, int]  # file path, or (offset, size) in the spool file
+    folder: str | None  # the image file's folder, or the uncompressed tar holding it; None: the spool
+    name: str | None  # the image file's name in ``folder``; None: ``folder`` is a tar
+    offset: int | None  # of the image bytes in the tar or the spool; None: a whole file
+    size: int | None
     labels: tuple[int, ...]
     source: str
     patient: str | None
+
+    @property
+    def path(self) -> str | None:
+        return self.folder if self.name is None else os.path.join(self.folder, self.name)
+
+    @property
+    def image(self) -> ImageRef:
+        return self.path, self.offset, self.size
+
+    @property
+    def ref(self) -> str:
+        """How a skip names the sample."""
+        return self.key if self.folder is None else f"{self.key} ({self.path})"
+
+    def describe(self) -> bytes:
+        return f"{self.key}\0{self.path}\0{self.offset}\0{self.size}\0{self.labels}\0{self.source}\0{self.patient}\n".encode()
 
 
 def _check_spec(spec: DatasetSpec) -> None:
@@ -93,18 +123,63 @@ def _check_sample(spec: DatasetSpec, s: Sample) -> None:
 def _collect(spec: DatasetSpec, samples: Iterable[Sample], spool: BinaryIO, progress: bool) -> dict[str, list[_Pending]]:
     by_split: dict[str, list[_Pending]] = {}
     seen: set[str] = set()
+    shared: dict = {}  # one object per distinct label tuple, tar path, source name
     for s in tqdm(samples, desc=f"{spec.name}: reading", unit=" samples", disable=not progress):
         _check_sample(spec, s)
         if s.key in seen:
             raise PrepareError(f"dataset {spec.name!r}: duplicate sample key {s.key!r}")
         seen.add(s.key)
         if isinstance(s.image, (bytes, bytearray)):
-            image: Path | tuple[int, int] = (spool.tell(), len(s.image))
+            folder, name, offset, size = None, None, spool.tell(), len(s.image)
             spool.write(s.image)
+        elif isinstance(s.image, TarMember):
+            folder, name, offset, size = str(s.image.path), None, s.image.offset, s.image.size
         else:
-            image = Path(s.image)
-        by_split.setdefault(s.split, []).append(_Pending(s.key, image, tuple(s.labels), s.source, s.patient))
+            (folder, name), offset, size = os.path.split(s.image), None, None
+        by_split.setdefault(s.split, []).append(_Pending(
+            s.key, folder if folder is None else shared.setdefault(folder, folder), name, offset, size,
+            shared.setdefault(tuple(s.labels), tuple(s.labels)), shared.setdefault(s.source, s.source), s.patient))
     return by_split
+
+
+def _hash_order(items: list[_Pending]) -> list[_Pending]:
+    """``items`` sorted by the SHA-256 of their keys (the first 128 bits: two flat uint64
+    columns, not a Python object per sample)."""
+    prefixes = bytearray(16 * len(items))
+    for i, item in enumerate(items):
+        prefixes[16 * i:16 * i + 16] = hashlib.sha256(item.key.encode()).digest()[:16]
+    columns = np.frombuffer(prefixes, dtype=">u8").reshape(-1, 2)
+    order = np.lexsort((columns[:, 1], columns[:, 0]))
+    return [items[i] for i in order]  # not order.tolist(): a Python int per sample
+
+
+@dataclass(frozen=True)
+class ShardWork:
+    """One planned shard and the samples it will hold (less the images that fail to decode)."""
+
+    planned: PlannedShard
+    number: int  # across all splits: what a slice is assigned by
+    start: int  # position of the first sample in its split's order
+    items: list[_Pending]
+
+
+def plan_shards(spec: DatasetSpec, samples: Iterable[Sample], spool: BinaryIO, shard_size: int,
+                progress: bool = False) -> list[ShardWork]:
+    """Check and collect ``samples`` (spooling their bytes to ``spool``) and plan the shards
+    of every split; what a prepare task holds in memory until its shards are written."""
+    by_split = _collect(spec, samples, spool, progress)
+    work: list[ShardWork] = []
+    for split in sorted(by_split):
+        ordered = _hash_order(by_split[split])
+        by_split[split] = ordered  # drop the converter-order list
+        for number, start in enumerate(range(0, len(ordered), shard_size)):
+            items = ordered[start:start + shard_size]
+            digest = hashlib.sha256(f"{spec}\0{split}\0{number}\0{start}\n".encode())
+            for item in items:
+                digest.update(item.describe())
+            planned = PlannedShard(split, shard_name(split, number), digest.hexdigest())
+            work.append(ShardWork(planned, len(work), start, items))
+    return work
 
 
 def decode_problem(data: bytes) -> str | None:
@@ -118,38 +193,54 @@ def decode_problem(data: bytes) -> str | None:
 
 
 class _ImageReader:
-    """Reads and fully decodes one pending image: ``(ext, bytes)`` or the skip reason.
+    """Reads and fully decodes one image: ``(ext, bytes)`` or the skip reason.
 
-    Picklable, so worker processes run it: each opens the spool file itself and reads its
-    items by (offset, size), so no image bytes travel to the workers.
+    Picklable, so worker processes run it: each opens the spool and the tars itself (a few
+    kept open) and reads by (offset, size), so no image bytes travel to the workers.
     """
+
+    _OPEN_FILES = 32
 
     def __init__(self, spool_path: Path):
         self.spool_path = spool_path
-        self._spool: BinaryIO | None = None
+        self._files: OrderedDict[str, BinaryIO] = OrderedDict()
 
     def __getstate__(self) -> dict:
-        return {"spool_path": self.spool_path, "_spool": None}
+        return {"spool_path": self.spool_path, "_files": OrderedDict()}
 
     def close(self) -> None:
-        if self._spool is not None:
-            self._spool.close()
-            self._spool = None
+        while self._files:
+            self._files.popitem()[1].close()
 
-    def __call__(self, image: Path | tuple[int, int]) -> tuple[str, bytes] | str:
-        if isinstance(image, tuple):
-            if self._spool is None:
-                self._spool = open(self.spool_path, "rb")
-            offset, size = image
-            self._spool.seek(offset)
-            data = self._spool.read(size)
+    def _handle(self, path: str) -> BinaryIO:
+        if path in self._files:
+            self._files.move_to_end(path)
         else:
-            try:
-                data = image.read_bytes()
-            except FileNotFoundError:
-                return "missing image file"
-            except OSError as err:
-                return f"unreadable image file ({type(err).__name__})"
+            if len(self._files) >= self._OPEN_FILES:
+                self._files.popitem(last=False)[1].close()
+            self._files[path] = open(path, "rb")
+        return self._files[path]
+
+    def _read(self, image: ImageRef) -> bytes:
+        path, offset, size = image
+        if offset is None:
+            return Path(path).read_bytes()
+        handle = self._handle(str(self.spool_path) if path is None else path)
+        handle.seek(offset)
+        data = handle.read(size)
+        if len(data) != size:
+            raise EOFError(f"cut short ({len(data)} of {size} bytes)")
+        return data
+
+    def __call__(self, image: ImageRef) -> tuple[str, bytes] | str:
+        try:
+            data = self._read(image)
+        except FileNotFoundError:
+            return "missing image file"
+        except EOFError as err:
+            return f"image bytes {err}"
+        except OSError as err:
+            return f"unreadable image file ({type(err).__name__})"
         if not data:
             return "empty image"
         ext = image_extension(data)
@@ -170,11 +261,11 @@ _CHUNK = 16  # images per task sent to a worker
 _AHEAD = 4  # chunks in flight per worker: bounds memory, keeps the workers busy
 
 
-def _read_chunk(reader: _ImageReader, images: list[Path | tuple[int, int]]) -> list[tuple[str, bytes] | str]:
+def _read_chunk(reader: _ImageReader, images: list[ImageRef]) -> list[tuple[str, bytes] | str]:
     return [reader(image) for image in images]
 
 
-def _read_all(items: list[_Pending], reader: _ImageReader, workers: int) -> Iterator[tuple[str, bytes] | str]:
+def _read_all(items: Iterable[_Pending], reader: _ImageReader, workers: int) -> Iterator[tuple[str, bytes] | str]:
     """``reader`` over ``items`` in order, in ``workers`` processes (1: here).
 
     Chunks are submitted a bounded window ahead and collected in submission order, so the
@@ -183,12 +274,12 @@ def _read_all(items: list[_Pending], reader: _ImageReader, workers: int) -> Iter
     if workers <= 1:
         yield from (reader(item.image) for item in items)
         return
-    chunks = (items[i:i + _CHUNK] for i in range(0, len(items), _CHUNK))
+    items = iter(items)
     try:
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver")) as pool:
             pending: deque = deque()
-            for chunk in chunks:
-                pending.append(pool.submit(_read_chunk, reader, [item.image for item in chunk]))
+            while chunk := [item.image for _, item in zip(range(_CHUNK), items)]:
+                pending.append(pool.submit(_read_chunk, reader, chunk))
                 if len(pending) >= _AHEAD * workers:
                     yield from pending.popleft().result()
             while pending:
@@ -197,66 +288,53 @@ def _read_all(items: list[_Pending], reader: _ImageReader, workers: int) -> Iter
         raise PrepareError(f"a decoding worker died ({err}); out of memory? try fewer --workers") from None
 
 
-def _write_split(
-    spec: DatasetSpec, split: str, items: list[_Pending], out: Path, reader: _ImageReader,
-    log: Reconciliation, shard_size: int, progress: bool, workers: int,
-) -> tuple[SplitInfo, list[ManifestRow]]:
-    items = sorted(items, key=lambda p: (hashlib.sha256(p.key.encode()).digest(), p.key))
-    rows: list[ManifestRow] = []
-    shards: list[str] = []
-    writer: ShardWriter | None = None
-    try:
-        read = _read_all(items, reader, workers)
-        for item, image in tqdm(zip(items, read), total=len(items), desc=f"{spec.name}: writing {split}",
-                                unit=" images", disable=not progress):
-            if isinstance(image, str):
-                log.skip(item.key if isinstance(item.image, tuple) else f"{item.key} ({item.image})", image)
-                continue
-            if writer is None or len(writer.entries) == shard_size:
+def _write_shards(
+    spec: DatasetSpec, work: list[ShardWork], out: Path, reader: _ImageReader, progress: bool, workers: int,
+) -> Iterator[tuple[ShardWork, Part]]:
+    """Write each shard of ``work`` (tar and index, then its part record), in order."""
+    read = _read_all((item for shard in work for item in shard.items), reader, workers)
+    bar = tqdm(total=sum(len(s.items) for s in work), desc=f"{spec.name}: writing", unit=" images",
+               disable=not progress)
+    with bar:
+        for shard in work:
+            rows: list[ManifestRow] = []
+            skips: list[Skip] = []
+            writer: ShardWriter | None = None
+            try:
+                for position, item in enumerate(shard.items, start=shard.start):
+                    image = next(read)
+                    bar.update()
+                    if isinstance(image, str):
+                        skips.append(Skip(item.ref, image))
+                        continue
+                    if writer is None:
+                        writer = ShardWriter(out / shard.planned.name)
+                    ext, data = image
+                    base = f"{position:09d}"
+                    writer.add_sample(base, [(ext, data), (label_extension(spec.task), encode_labels(spec.task, item.labels))])
+                    rows.append(ManifestRow(item.key, shard.planned.name, f"{base}.{ext}", item.labels, item.patient,
+                                            item.source))
                 if writer is not None:
                     writer.close()
-                shards.append(shard_name(split, len(shards)))
-                writer = ShardWriter(out / shards[-1])
-            ext, data = image
-            base = f"{len(rows):09d}"
-            writer.add_sample(base, [(ext, data), (label_extension(spec.task), encode_labels(spec.task, item.labels))])
-            rows.append(ManifestRow(item.key, shards[-1], f"{base}.{ext}", item.labels, item.patient, item.source))
-        if writer is not None:
-            writer.close()
-    except BaseException:
-        if writer is not None:
-            writer.abort()
-        raise
-    log.written[split] = len(rows)
-    return SplitInfo(len(rows), tuple(shards), f"{split}.csv"), rows
+            except BaseException:
+                if writer is not None:
+                    writer.abort()
+                raise
+            part = Part(shard.planned.digest, tuple(rows), tuple(skips))
+            write_part(out, shard.planned, part)
+            yield shard, part
 
 
-def _remove_stale_outputs(out: Path, keep: set[str]) -> None:
-    """Delete shards, indexes and manifests of an earlier run that this run did not write."""
-    for pattern in ("*-[0-9][0-9][0-9][0-9][0-9].tar", "*-[0-9][0-9][0-9][0-9][0-9].idx", "*.csv"):
-        for path in out.glob(pattern):
-            if path.name not in keep:
-                path.unlink()
-
-
-def report_dict(spec: DatasetSpec, log: Reconciliation) -> dict:
-    return {
-        "dataset": spec.name,
-        "rows_read": log.rows_read,
-        "written": dict(sorted(log.written.items())),
-        "written_total": sum(log.written.values()),
-        "skipped": len(log.skips),
-        "skip_reasons": dict(log.skip_reasons().most_common()),
-        "skips": [{"ref": s.ref, "reason": s.reason} for s in log.skips],
-    }
-
-
-def summary_lines(spec: DatasetSpec, log: Reconciliation) -> Iterator[str]:
-    yield f"{spec.name}: {log.rows_read} rows read, {sum(log.written.values())} images written, {len(log.skips)} skipped"
-    for split, n in sorted(log.written.items()):
-        yield f"  {split:<12} {n:>9} images"
-    for reason, n in log.skip_reasons().most_common():
-        yield f"  skipped {n:>7}  {reason}"
+def _start(out: Path, spec: DatasetSpec, task: Slice) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    if task.whole:
+        remove_stale_tmp(out)  # with several tasks, another one's files may be in progress
+    marker = out / "dataset.json"
+    if marker.exists():
+        previous = json.loads(marker.read_text()).get("name")
+        if previous != spec.name:
+            raise PrepareError(f"{out} holds dataset {previous!r}, not {spec.name!r}: choose another --out")
+        marker.unlink()  # the folder is incomplete from here until the new marker is written
 
 
 def write_dataset(
@@ -268,10 +346,15 @@ def write_dataset(
     shard_size: int = 1000,
     progress: bool = True,
     workers: int = 1,
-) -> Path:
-    """Write ``samples`` as a prepared dataset in ``out``; returns the path of ``dataset.json``.
+    task: Slice = WHOLE,
+) -> Path | None:
+    """Write ``samples`` as a prepared dataset in ``out``; returns the path of ``dataset.json``,
+    or None when this task wrote its slice and other tasks' shards are still missing (the
+    last task to finish merges).
 
-    ``workers`` processes read and decode the images (the output does not depend on it).
+    ``workers`` processes read and decode the images; ``task`` says which shards this
+    process writes. The output depends on neither. Shards done by an earlier, interrupted
+    run of the same plan are kept.
 
     Raises :class:`PrepareError` for bad samples (duplicate key, labels that do not fit the
     spec), for an empty result and for a split whose images were all skipped.
@@ -282,52 +365,34 @@ def write_dataset(
         raise PrepareError(f"--workers must be > 0, got {workers}")
     _check_spec(spec)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    remove_stale_tmp(out)
-    marker = out / "dataset.json"
-    if marker.exists():
-        previous = json.loads(marker.read_text()).get("name")
-        if previous != spec.name:
-            raise PrepareError(f"{out} holds dataset {previous!r}, not {spec.name!r}: choose another --out")
-        marker.unlink()  # the folder is incomplete from here until the new marker is written
-
-    spool_path = out / _SPOOL
+    _start(out, spec, task)
+    spool_path = out / f".spool-{task.index}-of-{task.count}.tmp"
     try:
         with open(spool_path, "w+b") as spool:
-            by_split = _collect(spec, samples, spool, progress)
-            if not by_split:
+            work = plan_shards(spec, samples, spool, shard_size, progress)
+            if not work:
                 raise PrepareError(
                     f"dataset {spec.name!r}: the converter produced no samples "
                     f"({log.rows_read} rows read, {len(log.skips)} skipped: {dict(log.skip_reasons())})"
                 )
             spool.flush()
+            write_plan(out, Plan(spec, log.rows_read, tuple(log.skips), tuple(s.planned for s in work)))
+            mine = [s for s in work if task.owns(s.number) and read_part(out, s.planned) is None]
+            kept = sum(task.owns(s.number) for s in work) - len(mine)
+            if kept:
+                print(f"{spec.name}: slice {task}: {kept} shard(s) already written by an earlier run, kept")
             reader = _ImageReader(spool_path)
-            splits: dict[str, SplitInfo] = {}
             try:
-                for split in sorted(by_split):
-                    info, rows = _write_split(spec, split, by_split[split], out, reader, log, shard_size, progress,
-                                              workers)
-                    splits[split] = info
-                    if rows:
-                        write_manifest(out / info.manifest, spec, rows)
+                for _ in _write_shards(spec, mine, out, reader, progress, workers):
+                    pass
             finally:
                 reader.close()
+            del work, mine  # the merge streams the parts: free the plan first
     finally:
         spool_path.unlink(missing_ok=True)
-
-    atomic_write_text(out / "report.json", json.dumps(report_dict(spec, log), indent=2) + "\n")
-    for line in summary_lines(spec, log):
-        print(line)
-    empty = [name for name, info in splits.items() if info.count == 0]
-    if empty:
-        raise PrepareError(
-            f"dataset {spec.name!r}: split(s) {', '.join(empty)} have no images left after skips "
-            f"(see {out / 'report.json'})"
-        )
-    keep = {info.manifest for info in splits.values()}
-    for info in splits.values():
-        keep.update(info.shards)
-        keep.update(index_path(Path(s)).name for s in info.shards)
-    _remove_stale_outputs(out, keep)
-    atomic_write_text(marker, dataset_json(spec, splits))
+    marker = merge_when_complete(out, log)
+    if marker is None:
+        print(f"{spec.name}: slice {task} written; shards of other slices are still missing: the last task to "
+              f"finish merges them, or run `xferscale prepare {spec.name} --merge --out {out}` "
+              f"(state in {out / PARTS})")
     return marker
