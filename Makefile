@@ -1,6 +1,7 @@
 # Two entry points for a fresh machine (see README.md):
 #   make demo   set up .venv and run the embedded default (CPU pre-training, then transfer)
-#   make test   set up .venv and run the test suite and the CPU ReFrame checks
+#   make test   set up .venv and run the test suite and the CPU ReFrame checks, with the CI's
+#               two-node SLURM cluster up (scripts/ci/with-slurm.sh; root and Debian only)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -27,7 +28,9 @@ pytest: setup
 reframe-ci: setup
 	PATH=$(abspath $(BIN)):$$PATH bash checks/run_ci.sh
 
-test: pytest reframe-ci
+# The cluster is started once for both and stopped afterwards, whatever their outcome.
+test: setup
+	scripts/ci/with-slurm.sh $(MAKE) --no-print-directory pytest reframe-ci
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -67,7 +67,7 @@ def test_pretrain_script_layout(capsys, tmp_path, nodes):
     step = re.search(r"^srun .*?&$", script, re.M | re.S).group(0)
     assert "--cpu-bind=none" in step
     assert 'apptainer run --nv --cleanenv "$IMAGE"' in step
-    assert "bash -c 'for v in SLURM_PROCID SLURM_LOCALID" in step and "NCCL_SOCKET_IFNAME" in step
+    assert """bash -c 'trap "" USR1; for v in SLURM_PROCID SLURM_LOCALID""" in step and "NCCL_SOCKET_IFNAME" in step
     assert step.endswith("pretrain --resume --config r152x4_in21k train.precision=tf32 &")
     assert 'scontrol requeue "$SLURM_JOB_ID"' in script
 
@@ -88,7 +88,7 @@ def test_bench_job_runs_once_without_requeue(capsys):
                       "--bind", "/p/scratch", "--", "train", "--model", "r50x1")
     options = sbatch_options(script)
     assert "--no-requeue" in options and "--signal" not in options and "--requeue" not in options
-    assert "trap" not in script and "--resume" not in script
+    assert "forward USR1" not in script and "--resume" not in script
     assert options["--time"] == "00:30:00"
     assert 'apptainer run --nv --cleanenv --bind /p/scratch "$IMAGE"' in script
     assert "# No --account given" in script
@@ -150,7 +150,9 @@ def test_writes_the_script_file(tmp_path, capsys):
         (["pretrain", "--nodes", "1", "--time", "1h"], "time limit '1h' is not a SLURM time"),
         (["pretrain", "--nodes", "1", "--account", "my project"], "--account 'my project' is not a SLURM account"),
         (["bench", "--nodes", "1", "--requeue"], "`xferscale bench` cannot resume from a checkpoint"),
-        (["pretrain", "--nodes", "1", "--time", "00:04:00"], "--signal-lead 300 s must be between 0 and"),
+        (["pretrain", "--nodes", "1", "--time", "00:04:00"], "--signal-lead 300 s must be above 0 and below"),
+        # SLURM may signal up to 60 s early: a 300 s lead needs more than 6 minutes
+        (["pretrain", "--nodes", "1", "--time", "00:06:00"], "up to 60 s before the lead"),
         (["pretrain", "--nodes", "1", "--job-name", "my run"], "--job-name 'my run': use letters"),
         (["pretrain", "--nodes", "1", "--env", "NCCL_DEBUG"], "--env 'NCCL_DEBUG': expected KEY=VALUE"),
         (["pretrain", "--nodes", "1", "--env", "1X=2"], "--env '1X' is not an environment variable name"),

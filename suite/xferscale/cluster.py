@@ -81,9 +81,12 @@ def pass_env_wrapper(names: tuple[str, ...]) -> list[str]:
     exported as ``APPTAINERENV_<name>``, the form ``apptainer --cleanenv`` lets through.
 
     It runs per task (after srun), so per-task values such as ``SLURM_PROCID`` are each
-    task's own. The words are unquoted; quote them for a shell line (:func:`shlex.join`).
+    task's own. It also starts the task with SIGUSR1 ignored (an ignored signal stays ignored
+    across ``exec``): a checkpoint request that arrives before xferscale has installed its
+    handler would otherwise kill the rank; xferscale's handler replaces the ignore. The words
+    are unquoted; quote them for a shell line (:func:`shlex.join`).
     """
-    snippet = (f'for v in {" ".join(names)}; do if [ -n "${{!v+x}}" ]; then '
+    snippet = (f'trap "" USR1; for v in {" ".join(names)}; do if [ -n "${{!v+x}}" ]; then '
                'export "APPTAINERENV_$v=${!v}"; fi; done; exec "$@"')
     return ["bash", "-c", snippet, "xferscale-task-env"]
 

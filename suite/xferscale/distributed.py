@@ -124,6 +124,19 @@ def all_reduce(tensor: torch.Tensor, env: DistEnv, op: str = "sum") -> torch.Ten
     return tensor
 
 
+def gather_objects(obj: Any, env: DistEnv) -> list[Any]:
+    """``obj`` of every rank, in rank order (one rank: ``[obj]``)."""
+    if env.world_size == 1:
+        return [obj]
+    if env.backend == "horovod":
+        import horovod.torch as hvd
+
+        return hvd.allgather_object(obj)
+    gathered: list[Any] = [None] * env.world_size
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
 def barrier(env: DistEnv) -> None:
     if env.backend == "ddp":
         dist.barrier()

@@ -8,7 +8,9 @@ announces the end of its time slot, and the trainer resumes from its checkpoint:
    the time limit; pre-emption and ``scancel`` send SIGTERM.
 2. The shell's trap forwards SIGUSR1 to ``srun``, which passes it to every task; the trainer
    writes ``<output_dir>/checkpoint.pt`` (a transfer grid, each unfinished run's state) and
-   exits 0.
+   exits 0. Tasks start with SIGUSR1 ignored (:func:`xferscale.cluster.pass_env_wrapper`)
+   and the shell repeats the signal every 5 s until the step ends, so a signal that comes
+   while the ranks are still starting is neither fatal nor lost.
 3. The shell then runs ``scontrol requeue $SLURM_JOB_ID`` (the job keeps its id, and
    ``--open-mode=append`` keeps the log of every attempt in one file). The next attempt
    runs the same command: ``pretrain --resume`` picks the checkpoint up; ``transfer`` skips
@@ -33,6 +35,10 @@ from xferscale.cluster import Site, SiteError, pass_env_wrapper, slurm_seconds
 # the command resumes by itself).
 RESUME_FLAGS: dict[str, str | None] = {"pretrain": "--resume", "transfer": None}
 COMMANDS = ("pretrain", "transfer", "bench")
+# slurmctld checks --signal timers periodically and may send the signal this much earlier
+# than asked (sbatch(1), --signal; seen on the CI cluster: a 90 s lead on a 2-minute job
+# signalled every attempt 7 s in).
+SIGNAL_EARLY_S = 60
 _SLURM_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")  # account and job names, safe after #SBATCH
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _IMAGE = "\0IMAGE"  # stands for "$IMAGE" in the step until it is quoted
@@ -85,8 +91,12 @@ def validate(site: Site, job: JobSpec) -> str:
             f"`xferscale {job.command}` cannot resume from a checkpoint, so its job cannot be "
             f"requeued; requeue works for: {', '.join(RESUME_FLAGS)}"
         )
-    if job.requeues and not 0 < job.signal_lead_s < slurm_seconds(time):
-        raise SiteError(f"--signal-lead {job.signal_lead_s} s must be between 0 and the time limit {time}")
+    if job.requeues and not 0 < job.signal_lead_s < slurm_seconds(time) - SIGNAL_EARLY_S:
+        raise SiteError(
+            f"--signal-lead {job.signal_lead_s} s must be above 0 and below the time limit {time} less "
+            f"{SIGNAL_EARLY_S} s: SLURM sends the signal up to {SIGNAL_EARLY_S} s before the lead, and a job "
+            "signalled as it starts would checkpoint and requeue without making progress"
+        )
     if job.max_restarts < 0:
         raise SiteError(f"--max-restarts must be 0 or more, got {job.max_restarts}")
     if not job.image:
@@ -147,9 +157,13 @@ _RUN_PLAIN = """\
 _RUN_REQUEUE = """\
 signalled=""
 forward() {{
+    [[ -n "$signalled" ]] && return
     signalled="$1"
     echo "xferscale job: caught SIG$1, asking every rank to checkpoint and stop"
-    [[ -n "${{step_pid:-}}" ]] && kill -USR1 "$step_pid" 2>/dev/null || true
+    # Again every 5 s until the step ends: a rank still starting up ignores USR1 (the task
+    # wrapper starts it ignored) and acts on the next one once its handler is in place.
+    ( while kill -USR1 "$step_pid" 2>/dev/null; do sleep 5; done ) >/dev/null 2>&1 &
+    resender=$!
 }}
 trap 'forward USR1' USR1
 trap 'forward TERM' TERM
@@ -159,6 +173,7 @@ step_pid=$!
 set +e
 wait "$step_pid"; status=$?
 while kill -0 "$step_pid" 2>/dev/null; do wait "$step_pid"; status=$?; done
+[[ -n "${{resender:-}}" ]] && kill "$resender" 2>/dev/null
 set -e
 
 if [[ -z "$signalled" ]]; then

@@ -21,7 +21,7 @@ from xferscale.checkpoint import load_checkpoint, nonfinite_entries, rng_state, 
 from xferscale.config import ConfigError, ExperimentConfig, dump_config
 from xferscale.data.loader import Batches, build_loader
 from xferscale.distributed import (
-    DistEnv, GradientSync, all_reduce, barrier, init_distributed, wrap_for_training,
+    DistEnv, GradientSync, all_reduce, barrier, gather_objects, init_distributed, wrap_for_training,
 )
 from xferscale.losses import LOSSES, LossFn
 from xferscale.models import build_model
@@ -219,7 +219,9 @@ class Trainer:
             "epoch": self.epoch,
             "batch_in_epoch": self.batch_in_epoch,
             "world_size": self.env.world_size,
-            "rng": rng_state(),
+            # every rank's generators: each rank draws its own augmentation and MixUp stream,
+            # so resuming all ranks from rank 0's would change the run
+            "rng": gather_objects(rng_state(), self.env),
         }
 
     def save(self) -> None:
@@ -252,7 +254,9 @@ class Trainer:
         if self.step_fn.scaler and state.get("scaler"):
             self.step_fn.scaler.load_state_dict(state["scaler"])
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
-        set_rng_state(state["rng"])
+        saved = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]  # older checkpoints: rank 0's
+        # at another world size the run cannot be the same anyway: each rank takes a saved stream
+        set_rng_state(saved[self.env.rank % len(saved)])
 
     # -- the loop ----------------------------------------------------------------------
     def fit(self, resume: bool = False) -> dict[str, Any]:

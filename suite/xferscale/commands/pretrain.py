@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 from xferscale.config import ConfigError, builtin_configs, dump_config, load_config
@@ -87,8 +88,13 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if env.is_main:
         per_rank = ", ".join(f"{r:.1f}" for r in summary["images_per_s_per_rank"])
-        print(f"loss {summary['loss']:.4f} after {summary['steps']} steps; throughput {summary['images_per_s_total']:.1f} "
-              f"images/s in total (per rank: {per_rank}; warm-up {summary['warmup_steps_excluded']} steps excluded)")
+        if math.isnan(summary["loss"]):  # stopped before this attempt logged a step
+            print(f"stopped after {summary['steps']} steps, before this attempt logged one "
+                  f"(train.log_every={cfg.train.log_every}): no loss or throughput measured")
+        else:
+            print(f"loss {summary['loss']:.4f} after {summary['steps']} steps; throughput "
+                  f"{summary['images_per_s_total']:.1f} images/s in total (per rank: {per_rank}; "
+                  f"warm-up {summary['warmup_steps_excluded']} steps excluded)")
         if summary["stopped_by_signal"]:
             message = f"stopped by signal; checkpoint written to {summary['checkpoint']} (continue with --resume)"
             print(message)
