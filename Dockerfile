@@ -20,8 +20,15 @@ LABEL org.opencontainers.image.title="xferscale" \
       org.opencontainers.image.description="Large-scale pre-training and transfer (Cherti & Jitsev 2021), reproduced and benchmarked" \
       xferscale.horovod="${WITH_HOROVOD}"
 
+# Only where a site's network needs them (a TLS-inspecting proxy's CA bundle, a PyPI mirror):
+# build arguments reach the install step as environment variables, and leave no ENV behind.
+ARG PIP_CERT=
+ARG PIP_INDEX_URL=
+
+# The suite lives in a venv on top of the base's Python (container/install_suite.sh).
 ENV PYTHONNOUSERSITE=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PATH=/opt/xferscale/venv/bin:${PATH}
 
 WORKDIR /opt/xferscale
 COPY . /opt/xferscale/

@@ -7,7 +7,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test pytest reframe-ci clean
+.PHONY: setup demo test pytest reframe-ci container-test clean
 
 $(STAMP): requirements.lock requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ reframe-ci: setup
 # The cluster is started once for both and stopped afterwards, whatever their outcome.
 test: setup
 	scripts/ci/with-slurm.sh $(MAKE) --no-print-directory pytest reframe-ci
+
+# Build the Dockerfile with podman on a local stand-in for NGC and test the image (root, Debian).
+container-test: setup
+	bash scripts/ci/container-test.sh
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

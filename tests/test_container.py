@@ -169,8 +169,14 @@ def test_recipes_share_install_step_environment_and_entry_point():
     for recipe in (runs, sections["post"]):
         for arg in ("HOROVOD_VERSION", "WITH_HOROVOD"):  # the build argument reaches the script
             assert re.search(rf'{arg}=(\"\$\{{{arg}\}}\"|\{{\{{ {arg} \}}\}}) ', recipe), arg
+    # the runtime environment: each ENV of the Dockerfile is an export of %environment
     env = " ".join(rest for keyword, rest in instructions if keyword == "ENV")
-    assert "PYTHONNOUSERSITE=1" in env and "export PYTHONNOUSERSITE=1" in sections["environment"]
+    docker_env = dict(item.split("=", 1) for item in env.replace("\\", " ").split())
+    def_env = dict(line.strip()[len("export "):].split("=", 1) for line in sections["environment"].splitlines()
+                   if line.strip().startswith("export "))
+    assert docker_env.keys() == def_env.keys() >= {"PYTHONNOUSERSITE", "PIP_DISABLE_PIP_VERSION_CHECK", "PATH"}
+    for key, value in docker_env.items():
+        assert value.replace("${PATH}", "$PATH") == def_env[key], key
     assert ("ENTRYPOINT", '["xferscale"]') in instructions
     assert sections["runscript"].splitlines()[-1].strip() == 'exec xferscale "$@"'
 
