@@ -202,3 +202,20 @@ def test_transfer_experiment_starts_from_a_finished_pretraining_of_the_same_root
     (text,) = [t for t in scripts.values() if "--target cifar10 " in t]
     assert f"--checkpoint {run}/checkpoint.pt" in text and f"--results {root}/transfer/full" in text
     assert "--seeds 0-4" in text and "#SBATCH --signal=USR1@300" in text
+
+
+def test_transfer_experiment_starts_from_a_published_checkpoint(tmp_path):
+    root = tmp_path / "experiments"
+    args = ["--system", "juwels_booster:booster", "-S", "mode=full", "-S", "pretrained=bit_m_r50x1",
+            "-n", "TransferExperiment", "-n", "r50x1/in21k/cifar10"]
+    out, scripts = _dry_run(tmp_path / "a", *args, XFERSCALE_EXPERIMENT_ROOT=str(root))
+    weights = root / "weights" / "BiT-M-R50x1.npz"
+    assert not scripts and f"wget -O {weights} https://storage.googleapis.com/bit_models/BiT-M-R50x1.npz" in out
+    weights.parent.mkdir(parents=True)
+    weights.write_bytes(b"")
+    out, scripts = _dry_run(tmp_path / "b", *args, XFERSCALE_EXPERIMENT_ROOT=str(root))
+    (text,) = [t for t in scripts.values() if "--target cifar10 " in t]
+    assert f"--checkpoint {weights} --source bit_m " in text  # no pre-training of the suite's needed
+    # another model's or source's case is not this checkpoint's
+    assert all("--source bit_m " in t for t in scripts.values())
+    assert "stands beside the paper's in21k cases, not in1k" in out and "holds r50x1, this case is r152x4" in out

@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "report": "tables and figures: transfer results beside the paper, scaling from perflogs",
     "hyperrule": "print what the BiT-HyperRule picks for a target, as JSON",
     "slurm": "write a ready sbatch script for JUWELS Booster",
+    "weights": "the published BiT weights: where to download them, and a check of a downloaded file",
 }
 
 

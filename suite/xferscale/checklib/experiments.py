@@ -253,6 +253,11 @@ class TransferExperimentBase(ExperimentRun):
     model = variable(str, value="tiny")
     source = variable(str, value="default")
     target = variable(str, value="default")
+    #: A published checkpoint to start from instead of this suite's pre-training (a name of
+    #: ``xferscale weights list``, e.g. ``bit_m_r50x1``), read from ``<experiment_root>/weights/``.
+    #: It runs the cases of its model and of the paper's source it stands beside (BiT-M: in21k);
+    #: the records' source is the checkpoint's (``bit_m``).
+    pretrained = variable(str, value="")
     seeds = variable(str, value="0-4")
     benchmark_seeds = variable(str, value="0")
     benchmark_schedule_scale = variable(float, value=0.05)
@@ -282,6 +287,22 @@ class TransferExperimentBase(ExperimentRun):
         benchmarks = sorted(glob.glob(os.path.join(self.root, "pretrain", "benchmark", f"{name}-*gpu")))
         return [full, *benchmarks]
 
+    @property
+    def public_checkpoint(self):
+        from xferscale.transfer.public_weights import known
+
+        return known(self.pretrained) if self.pretrained else None
+
+    @property
+    def record_source(self) -> str:
+        """The source the transfer's records carry: the case's, or the published checkpoint's."""
+        return self.public_checkpoint.source if self.pretrained else self.source
+
+    def checkpoint_path(self) -> str:
+        if self.pretrained:
+            return os.path.join(self.root, "weights", self.public_checkpoint.file)
+        return os.path.join(self.pretrained_run() or self.pretrain_candidates()[0], "checkpoint.pt")
+
     def pretrained_run(self) -> str | None:
         for run in self.pretrain_candidates():
             if not os.path.isfile(os.path.join(run, "checkpoint.pt")):
@@ -300,17 +321,31 @@ class TransferExperimentBase(ExperimentRun):
     def need_pretrained(self) -> None:
         if not self.on_gpu:
             return
+        if self.pretrained:
+            self._need_public_checkpoint()
+            return
         self.skip_if(self.pretrained_run() is None,
                      f"no {'finished ' if self.full else ''}pre-training of {self.model}_{self.source} under "
                      f"{self.root}/pretrain: run PretrainExperiment %config={self.model}_{self.source} "
                      f"-S mode={self.mode} first")
 
+    def _need_public_checkpoint(self) -> None:
+        from xferscale.report.paper import PUBLIC_WEIGHT_SOURCES
+
+        entry = self.public_checkpoint
+        self.skip_if(entry.model != self.model, f"{entry.name} holds {entry.model}, this case is {self.model}")
+        beside = PUBLIC_WEIGHT_SOURCES[entry.source]
+        self.skip_if(self.source != beside, f"{entry.name} stands beside the paper's {beside} cases, not {self.source}")
+        self.skip_if(not os.path.isfile(self.checkpoint_path()),
+                     f"{self.checkpoint_path()} not found; on a login node: "
+                     f"wget -O {self.checkpoint_path()} {entry.url}")
+
     def xferscale_args(self) -> list[str]:
         if not self.on_gpu:  # the demo: the tiny default pre-training, then a full-shot digits transfer
             return ["transfer", "--shots", "full", "--seeds", "0", "--results", self.results_dir, "--no-progress"]
-        checkpoint = os.path.join(self.pretrained_run() or self.pretrain_candidates()[0], "checkpoint.pt")
         seeds = self.seeds if self.full else self.benchmark_seeds
-        args = ["transfer", "--checkpoint", checkpoint, "--source", self.source, "--target", self.target,
+        args = ["transfer", "--checkpoint", self.checkpoint_path(), "--source", self.record_source,
+                "--target", self.target,
                 "--shots", "full", "--seeds", seeds, "--results", self.results_dir, "--no-progress"]
         if not self.full:
             args += ["--schedule-scale", str(self.benchmark_schedule_scale)]
@@ -326,7 +361,7 @@ class TransferExperimentBase(ExperimentRun):
         from xferscale.report.aggregate import aggregate
         from xferscale.results import read_record
 
-        cell = ("**",) if not self.on_gpu else (self.source, self.model, self.target)
+        cell = ("**",) if not self.on_gpu else (self.record_source, self.model, self.target)
         paths = sorted(glob.glob(os.path.join(self.results_dir, *cell, "shots-full", "seed-*.json"), recursive=True))
         cells = list(aggregate(read_record(Path(p)) for p in paths).values())
         if len(cells) != 1:

@@ -29,7 +29,9 @@ DEMO = {"shots": "1,5,10,full", "seeds": "0-2", "schedule_scale": 0.2, "crop": 1
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT,
-                        help="pre-training checkpoint (default: %(default)s, written by `xferscale pretrain`)")
+                        help="pre-training checkpoint (default: %(default)s, written by `xferscale pretrain`), "
+                             "or BiT's published weights: BiT-S/BiT-M .npz, timm's .safetensors/.pth "
+                             "(`xferscale weights list`)")
     parser.add_argument("--target", default="digits",
                         help="target name: 'digits' (built in), or a prepared dataset's name (cifar10, covidx, ...)")
     parser.add_argument("--data", help="prepared dataset folder of the target (default: data/prepared/TARGET)")

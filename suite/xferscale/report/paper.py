@@ -21,6 +21,9 @@ TABLE_TITLES = {
     "table2": "Table 2: full-shot transfer from growing medical sources",
 }
 SOURCE_ALIASES = {"s_med": "chexpert", "l_med": "chexpert_mimic_nih_padchest"}
+# BiT's published weights (xferscale.transfer.public_weights) -> the paper's source they stand beside:
+# their rows sit under the paper's row and are compared with its values, labelled as BiT's.
+PUBLIC_WEIGHT_SOURCES = {"bit_s": "in1k", "bit_m": "in21k"}
 # Tokens of a medical source name -> keys of pretraining.sources.medical.datasets.
 MEDICAL_TOKENS = {"chexpert": "chexpert", "mimic": "mimic_cxr", "nih": "nih", "padchest": "padchest"}
 
@@ -42,10 +45,16 @@ class PaperValue:
     where: str  # "paper_table1", "paper_table2" or "poster_table1"
 
 
+def paper_source(source: str) -> str:
+    """The paper's source a row is compared with: itself, its alias, or what BiT's weights stand beside."""
+    return canonical_source(PUBLIC_WEIGHT_SOURCES.get(source, source))
+
+
 def paper_value(model: str, source: str, target: str) -> PaperValue | None:
-    """The paper's full-shot value for a model, source and target; the poster's if only it has one."""
+    """The paper's full-shot value for a model, source and target; the poster's if only it has one.
+    For BiT's published weights (``bit_s`` / ``bit_m``): the value of the source they stand beside."""
     paper = load_paper()
-    source = canonical_source(source)
+    source = paper_source(source)
     for key in (*TABLE_KEYS.values(), "poster_table1"):
         rows = paper.get(key, {}).get(model, {})
         for name, cells in rows.items():
@@ -71,9 +80,9 @@ def table_targets(table: str) -> list[str]:
 
 
 def table_of(model: str, source: str) -> str | None:
-    """Which paper table holds a (model, source) row, if any."""
+    """Which paper table holds a (model, source) row (or the row BiT's weights stand beside), if any."""
     for table in TABLE_KEYS:
-        if (model, canonical_source(source)) in table_rows(table):
+        if (model, paper_source(source)) in table_rows(table):
             return table
     return None
 
@@ -94,7 +103,7 @@ def uses_oversampling(target: str) -> bool:
 def source_images(source: str) -> float | None:
     """Number of pre-training images of a paper source (medical sources add their datasets)."""
     pre = load_paper()["pretraining"]["sources"]
-    source = canonical_source(source)
+    source = paper_source(source)
     if source in pre and "images" in pre[source]:
         return float(pre[source]["images"])
     datasets = pre["medical"]["datasets"]

@@ -14,6 +14,7 @@ from typing import Iterable, Sequence
 
 from xferscale.report.aggregate import Cell
 from xferscale.report.paper import (
+    PUBLIC_WEIGHT_SOURCES,
     TABLE_TITLES,
     PaperValue,
     canonical_source,
@@ -59,7 +60,7 @@ def build_tables(full: dict[tuple[str, str, str], Cell]) -> list[Table]:
 
     tables = []
     for name, title in TABLE_TITLES.items():
-        rows = table_rows(name)
+        rows = _with_public_weight_rows(table_rows(name), ours_by_row)
         targets = table_targets(name)
         extra = [t for row in rows for t in ours_by_row.get(row, {}) if t not in targets]
         tables.append(Table(name, title, targets + sorted(set(extra)), rows))
@@ -76,6 +77,21 @@ def build_tables(full: dict[tuple[str, str, str], Cell]) -> list[Table]:
                 if ours is not None or paper is not None:
                     table.cells[(model, source, target)] = TableCell(ours, paper)
     return tables
+
+
+def _with_public_weight_rows(rows: list[tuple[str, str]], ours: dict) -> list[tuple[str, str]]:
+    """The paper's rows, each followed by ours from BiT's published weights that stand beside it."""
+    out = []
+    for model, source in rows:
+        out.append((model, source))
+        out += [(model, public) for public, beside in PUBLIC_WEIGHT_SOURCES.items()
+                if beside == source and (model, public) in ours]
+    return out
+
+
+def source_label(source: str) -> str:
+    """A row's source as printed: BiT's published weights say so."""
+    return f"{source} (BiT's weights)" if source in PUBLIC_WEIGHT_SOURCES else source
 
 
 def _num(value: float | None, signed: bool = False) -> str:
@@ -116,7 +132,7 @@ def render_markdown(table: Table, expected_seeds: int) -> str:
             if tc.paper is not None:
                 text += f" · paper {tc.paper.mean:.2f} ± {tc.paper.std:.2f} · Δ {_num(tc.diff, signed=True)}"
             texts.append(text)
-        out.append(f"| {model} | {source} | " + " | ".join(texts) + " |")
+        out.append(f"| {model} | {source_label(source)} | " + " | ".join(texts) + " |")
     return "\n".join(out) + "\n"
 
 

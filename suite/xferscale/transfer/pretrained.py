@@ -8,10 +8,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from xferscale.checkpoint import load_checkpoint
+from xferscale.checkpoint import file_digest, load_checkpoint
 from xferscale.models import build_model, reset_head
 from xferscale.report.paper import source_images
 from xferscale.results import config_hash
+from xferscale.transfer.public_weights import WeightsError, is_weight_file, load_public_weights, source_of
 
 REQUIRED_KEYS = ("model", "model_name", "num_classes")
 
@@ -69,8 +70,25 @@ def source_name(config: dict[str, Any], model_name: str) -> str:
     return name[len(prefix):] if name.startswith(prefix) else name
 
 
+def _from_public_weights(path: Path, source: str | None) -> Pretrained:
+    """BiT's published weights (``.npz``) or timm's copies (``.safetensors``/``.pth``)."""
+    try:
+        info, model = load_public_weights(path)
+        source = source or source_of(path, info)
+    except WeightsError as err:
+        raise CheckpointError(str(err)) from err
+    # what identifies the weights in the records: the file's content, not its path
+    config = {"name": source, "public_weights": {"file": path.name, "sha256": file_digest(path)}}
+    # train_samples unknown: source_images is the paper's figure for ImageNet-1k / -21k
+    return Pretrained(path=path, model_name=info.model, num_classes=info.num_classes, state=model.state_dict(),
+                      config=config, step=0, source=source)
+
+
 def load_pretrained(path: str | Path, source: str | None = None) -> Pretrained:
+    """A suite checkpoint (``xferscale pretrain``'s ``checkpoint.pt``) or a published weight file."""
     path = Path(path)
+    if is_weight_file(path):
+        return _from_public_weights(path, source)
     try:
         ckpt = load_checkpoint(path)
     except (FileNotFoundError, ValueError) as err:
