@@ -172,14 +172,19 @@ def missing_shards(out: Path, plan: Plan) -> list[PlannedShard]:
 def merge_dataset(out: Path, plan: Plan, log: Reconciliation | None = None) -> Path:
     """Write the manifests, ``report.json`` and ``dataset.json`` of a run whose shards are all
     done; returns the path of ``dataset.json``. ``log`` (the converter's) receives the decode
-    skips and the written counts. Parts are read shard by shard: the rows of a 14 M-image
-    dataset are never all in memory."""
+    skips and the written counts. A shard not done yet is an error naming it."""
     missing = [shard.name for shard in missing_shards(out, plan)]
     if missing:
         raise PrepareError(
             f"{out}: {len(missing)} of {len(plan.shards)} shards are not written yet ({', '.join(missing[:3])}"
             f"{', ...' if len(missing) > 3 else ''}); re-run the prepare tasks that did not finish"
         )
+    return _merge_parts(out, plan, log)
+
+
+def _merge_parts(out: Path, plan: Plan, log: Reconciliation | None) -> Path:
+    """:func:`merge_dataset` once every part is known to be done. Parts are read shard by
+    shard: the rows of a 14 M-image dataset are never all in memory."""
     spec = plan.spec
     if log is None:
         log = Reconciliation(plan.rows_read, skips=list(plan.converter_skips))
@@ -236,4 +241,4 @@ def merge_when_complete(out: Path, log: Reconciliation | None = None) -> Path | 
             raise PrepareError(f"{out}: no prepare run to merge (no {PARTS}/{PLAN}); run `xferscale prepare` first")
         if missing_shards(out, plan):
             return None
-        return merge_dataset(out, plan, log)
+        return _merge_parts(out, plan, log)

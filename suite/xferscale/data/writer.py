@@ -290,7 +290,7 @@ def _read_all(items: Iterable[_Pending], reader: _ImageReader, workers: int) -> 
 
 def _write_shards(
     spec: DatasetSpec, work: list[ShardWork], out: Path, reader: _ImageReader, progress: bool, workers: int,
-) -> Iterator[tuple[ShardWork, Part]]:
+) -> None:
     """Write each shard of ``work`` (tar and index, then its part record), in order."""
     read = _read_all((item for shard in work for item in shard.items), reader, workers)
     bar = tqdm(total=sum(len(s.items) for s in work), desc=f"{spec.name}: writing", unit=" images",
@@ -320,9 +320,7 @@ def _write_shards(
                 if writer is not None:
                     writer.abort()
                 raise
-            part = Part(shard.planned.digest, tuple(rows), tuple(skips))
-            write_part(out, shard.planned, part)
-            yield shard, part
+            write_part(out, shard.planned, Part(shard.planned.digest, tuple(rows), tuple(skips)))
 
 
 def _start(out: Path, spec: DatasetSpec, task: Slice) -> None:
@@ -383,8 +381,7 @@ def write_dataset(
                 print(f"{spec.name}: slice {task}: {kept} shard(s) already written by an earlier run, kept")
             reader = _ImageReader(spool_path)
             try:
-                for _ in _write_shards(spec, mine, out, reader, progress, workers):
-                    pass
+                _write_shards(spec, mine, out, reader, progress, workers)
             finally:
                 reader.close()
             del work, mine  # the merge streams the parts: free the plan first
