@@ -105,13 +105,13 @@ def test_default_run_writes_a_checkpoint_for_transfer(tmp_path, tiny_args):
     proc = run_xferscale("pretrain", *tiny_args, f"output_dir={tmp_path}")
     assert "images/s in total" in proc.stdout
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
-    assert state["model_name"] == "tiny" and state["num_classes"] == 10 and state["task"] == "multiclass"
+    assert state["model_name"] == "tiny" and state["num_classes"] == 128 and state["task"] == "multiclass"
     assert state["train_samples"] == 128  # the source's real size, for the report's power laws
     assert [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == list(range(2, 17, 2))
 
 
 def test_multilabel_bce_run_with_unknown_labels(tmp_path, tiny_args):
-    run_xferscale("pretrain", *tiny_args, "train.loss=sigmoid_bce", f"output_dir={tmp_path}")
+    run_xferscale("pretrain", *tiny_args, "data.source=synthetic", "train.loss=sigmoid_bce", f"output_dir={tmp_path}")
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["task"] == "multilabel"
 
 

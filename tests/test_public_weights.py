@@ -130,7 +130,7 @@ def test_weights_list_and_verify(weight_files, capsys):
 def test_transfer_from_bit_weights_records_their_source(weight_files, tmp_path, capsys):
     results = tmp_path / "results"
     assert main(["transfer", "--checkpoint", str(weight_files["npz"]), "--shots", "1", "--seeds", "0",
-                 "--schedule-scale", "0.01", "--batch-size", "16", "--crop", "32", "--results", str(results),
+                 "--baselines", "none", "--schedule-scale", "0.01", "--batch-size", "16", "--crop", "32", "--results", str(results),
                  "--no-progress", "--no-report"]) == 0
     (record,) = results.rglob("seed-0.json")
     assert record.relative_to(results).parts[:3] == ("bit_s", "r50x1", "digits")

@@ -150,7 +150,8 @@ def test_time_limit_signal_checkpoints_requeues_and_resumes(slurm, tmp_path):
 def test_interrupted_transfer_grid_ends_with_every_record_once(slurm, uninterrupted, tmp_path):
     results = tmp_path / "results"
     script = job_script("transfer", tmp_path, 1, "--checkpoint", str(uninterrupted / "checkpoint.pt"),
-                        "--shots", "1,5,full", "--seeds", "0-1", "--results", str(results), "--no-progress",
+                        "--shots", "1,5,full", "--seeds", "0-1", "--baselines", "none", "--results", str(results),
+                        "--no-progress",
                         "--no-report")
     job = slurm.submit(script, tmp_path / "job.out")
     deadline = time.time() + 240

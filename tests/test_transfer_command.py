@@ -18,11 +18,11 @@ def test_missing_default_checkpoint_says_which_command_makes_it(tmp_path, monkey
 def test_transfer_on_digits_writes_records_prints_table_and_restarts_cleanly(tmp_path, capsys):
     ckpt = write_checkpoint(tmp_path / "ckpt.pt", name="tiny_synthetic")
     args = ["transfer", "--checkpoint", str(ckpt), "--results", str(tmp_path / "res"), "--shots", "2,full",
-            "--seeds", "0-1", "--schedule-scale", "0.01", "--crop", "8", "--no-progress"]
+            "--seeds", "0-1", "--schedule-scale", "0.01", "--crop", "8", "--baselines", "none", "--no-progress"]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "NOTE: not the paper's scale: schedule x0.01" in out
-    assert "| synthetic / tiny -> digits | full | acc |" in out and "[2/2] |" in out
+    assert "| tiny -> digits [acc]: shots | synthetic |" in out and "| full | " in out and "[2/2] |" in out
     records = list(ResultStore(tmp_path / "res").records())
     assert sorted((str(r.shots), r.seed) for r in records) == [("2", 0), ("2", 1), ("full", 0), ("full", 1)]
     assert all(r.source == "synthetic" and r.steps == 5 for r in records)
@@ -54,7 +54,8 @@ def test_two_ranks_under_torchrun_share_the_grid(tmp_path):
 
     ckpt = write_checkpoint(tmp_path / "ckpt.pt", name="tiny_synthetic")
     proc = run_xferscale("transfer", "--checkpoint", str(ckpt), "--results", str(tmp_path / "res"), "--shots", "1,2",
-                         "--seeds", "0", "--schedule-scale", "0.01", "--crop", "8", "--no-progress", nproc=2)
+                         "--seeds", "0", "--schedule-scale", "0.01", "--crop", "8", "--baselines", "none",
+                         "--no-progress", nproc=2)
     assert "[rank 0/2] 1 of 2 runs here" in proc.stdout
     records = list(ResultStore(tmp_path / "res").records())
     assert sorted(r.shots for r in records) == [1, 2]
@@ -70,7 +71,8 @@ def test_sigterm_saves_the_run_and_the_same_command_continues_it(tmp_path):
 
     ckpt = write_checkpoint(tmp_path / "ckpt.pt", name="tiny_synthetic")
     args = ["transfer", "--checkpoint", str(ckpt), "--results", str(tmp_path / "res"), "--shots", "full",
-            "--seeds", "0", "--schedule-scale", "0.2", "--crop", "8", "--checkpoint-every", "1", "--no-progress"]
+            "--seeds", "0", "--schedule-scale", "0.2", "--crop", "8", "--checkpoint-every", "1", "--baselines", "none",
+            "--no-progress"]
     proc = start_xferscale(*args)
     deadline = time.time() + 120
     while time.time() < deadline and not list((tmp_path / "res").glob(".work/**/state.pt")):

@@ -28,23 +28,25 @@ class ConfigError(ValueError):
 @dataclass
 class ModelConfig:
     name: Literal["tiny", "r50x1", "r152x4"] = "tiny"
-    num_classes: Optional[int] = 10  # null: take it from the prepared dataset
+    num_classes: Optional[int] = 128  # null: take it from the prepared dataset
     channels_last: bool = False
     compile: bool = False
 
 
 @dataclass
 class DataConfig:
-    source: Literal["synthetic", "prepared"] = "synthetic"
+    # the embedded default: formula-driven stroke glyphs (xferscale.data.strokes); "synthetic"
+    # is fixed noise patterns (throughput runs); "prepared" a folder of `xferscale prepare`
+    source: Literal["synthetic", "strokes", "prepared"] = "strokes"
     path: Optional[str] = None  # prepared dataset folder (xferscale prepare --out)
     split: str = "train"
     backend: Literal["dali", "torch"] = "torch"
     pipeline: Literal["natural", "natural_randaugment", "xray", "eval", "finetune"] = "natural"
-    image_size: int = 32
+    image_size: int = 16
     workers: int = 2
     prefetch: int = 2
     on_corrupt: Literal["error", "skip"] = "error"
-    synthetic_samples: int = 1024  # images per epoch of the synthetic source
+    synthetic_samples: int = 1024  # images per epoch of the synthetic and strokes sources
     precrop: Optional[int] = None  # finetune pipeline: resize side before the random crop (None: BiT pair)
     fewshot: Optional[int] = None  # train on this many examples per class (prepared data)
     fewshot_seed: int = 0  # which few-shot subset
@@ -68,7 +70,7 @@ class ScheduleConfig:
     kind: Literal["step", "cosine", "constant"] = "cosine"
     warmup_steps: Optional[int] = 20  # linear warm-up, in steps ...
     warmup_epochs: Optional[float] = None  # ... or in epochs of the dataset (set one; null the other)
-    epochs: float = 8
+    epochs: float = 32
     # Step decays (/10) at these epochs of a `milestone_base`-epoch run, scaled to `epochs`.
     milestones: list[float] = field(default_factory=lambda: [30.0, 60.0, 80.0])
     milestone_base: float = 90
@@ -263,8 +265,8 @@ def validate(cfg: ExperimentConfig, require_data: bool = True) -> None:
             raise ConfigError(f"{key}: must be > 0, got {value}")
     if cfg.model.num_classes is not None and cfg.model.num_classes <= 0:
         raise ConfigError(f"model.num_classes: must be > 0 or null, got {cfg.model.num_classes}")
-    if cfg.model.num_classes is None and cfg.data.source == "synthetic":
-        raise ConfigError("model.num_classes: required with the synthetic data source")
+    if cfg.model.num_classes is None and cfg.data.source != "prepared":
+        raise ConfigError(f"model.num_classes: required with the {cfg.data.source} data source")
     if cfg.optim.base_lr <= 0:
         raise ConfigError(f"optim.base_lr: must be > 0, got {cfg.optim.base_lr}")
     if cfg.train.max_steps is not None and cfg.train.max_steps <= 0:

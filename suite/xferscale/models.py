@@ -46,6 +46,11 @@ def head_of(model: nn.Module) -> nn.Module:
     return model.get_classifier()
 
 
+def pooled_features(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """The pooled pre-logit features (N, C) that the classifier reads."""
+    return model.forward_head(model.forward_features(images), pre_logits=True).flatten(1)
+
+
 def reset_head(model: nn.Module, num_classes: int) -> None:
     """Replace the classifier by a new zero-initialised one for ``num_classes`` (as BiT does)."""
     device = next(model.parameters()).device

@@ -77,7 +77,7 @@ def build_schedule(plan: SchedulePlan) -> Callable[[int], float]:
 
 def epoch_samples(data: DataConfig) -> int:
     """Training samples per epoch of a config's data, read from ``dataset.json`` (no images)."""
-    if data.source == "synthetic":
+    if data.source in ("synthetic", "strokes"):
         return data.synthetic_samples
     from xferscale.data.manifest import load_dataset_info
     from xferscale.data.records import PrepareError

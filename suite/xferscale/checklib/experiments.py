@@ -342,7 +342,8 @@ class TransferExperimentBase(ExperimentRun):
 
     def xferscale_args(self) -> list[str]:
         if not self.on_gpu:  # the demo: the tiny default pre-training, then a full-shot digits transfer
-            return ["transfer", "--shots", "full", "--seeds", "0", "--results", self.results_dir, "--no-progress"]
+            return ["transfer", "--shots", "full", "--seeds", "0", "--baselines", "none", "--results", self.results_dir,
+                    "--no-progress"]
         seeds = self.seeds if self.full else self.benchmark_seeds
         args = ["transfer", "--checkpoint", self.checkpoint_path(), "--source", self.record_source,
                 "--target", self.target,

@@ -1,13 +1,16 @@
 """``xferscale transfer``: fine-tune a checkpoint on a target, full- and few-shot, over seeds.
 
 With no arguments: the embedded CPU demo. It fine-tunes the checkpoint the default
-``xferscale pretrain`` wrote (runs/default/checkpoint.pt) on scikit-learn's digits,
-1/5/10-shot and full, 3 seeds, and prints the table. To fit in about two minutes on two
-cores it trains at 16 px instead of the rule's 128 (``--crop``) and shortens the rule's
-schedule by ``--schedule-scale 0.2`` (500 -> 100 steps); both are printed and recorded
-with every result, and neither is ever applied to another target unasked. It also runs
-torch on one CPU thread (``--cpu-threads``): the model is so small that a second OpenMP
-thread per op costs more than it gives, many times over on a shared machine.
+``xferscale pretrain`` wrote (runs/default/checkpoint.pt, pre-trained on stroke glyphs) on
+scikit-learn's digits, 1/5/10-shot and full, 3 seeds, beside two baselines (``--baselines``):
+the same network from random init with the same budget, and a linear probe on the frozen
+features; it prints one table of the three. To fit in about two minutes on two cores it
+trains at 16 px instead of the rule's 128 (``--crop``), shortens the rule's schedule by
+``--schedule-scale 0.2`` (500 -> 100 steps) and, to converge in those steps, raises the
+base learning rate to 0.03 (``--base-lr``; the paper's is 0.001). All three are printed
+and recorded with every result, and none is ever applied to another target unasked. It
+also runs torch on one CPU thread (``--cpu-threads``): the model is so small that a second
+OpenMP thread per op costs more than it gives, many times over on a shared machine.
 """
 from __future__ import annotations
 
@@ -18,13 +21,19 @@ from pathlib import Path
 
 import torch
 
+from xferscale.hyperrule import PAPER_BASE_LR
 from xferscale.results import ResultError, ResultStore, parse_seeds, parse_shots, shots_sort_key
 
 DEFAULT_CHECKPOINT = "runs/default/checkpoint.pt"
 PAPER_SHOTS = "1,5,10,100,500,full"
 PAPER_SEEDS = "0-4"
 # The embedded demo's settings (target digits): what makes it a two-minute CPU run.
-DEMO = {"shots": "1,5,10,full", "seeds": "0-2", "schedule_scale": 0.2, "crop": 16, "cpu_threads": 1}
+DEMO = {"shots": "1,5,10,full", "seeds": "0-2", "schedule_scale": 0.2, "crop": 16, "cpu_threads": 1,
+        "base_lr": 0.03, "baselines": "scratch,linear"}
+PAPER = {"shots": PAPER_SHOTS, "seeds": PAPER_SEEDS, "schedule_scale": 1.0, "crop": None, "cpu_threads": None,
+         "base_lr": PAPER_BASE_LR, "baselines": "none"}
+BASELINES = {"scratch": "the same network from random init, trained with the same budget",
+             "linear": "a linear probe (logistic regression) on the frozen pre-trained features"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,7 +52,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--results", type=Path, default=Path("results/transfer"),
                         help="results folder: one JSON record per finished run (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=128, help="default: the paper's %(default)s")
-    parser.add_argument("--base-lr", type=float, default=0.001, help="default: the paper's %(default)s")
+    parser.add_argument("--base-lr", type=float,
+                        help=f"default: the paper's {PAPER_BASE_LR}; digits demo {DEMO['base_lr']}")
+    parser.add_argument("--baselines",
+                        help="comma-separated baselines run beside fine-tuning, or 'none': "
+                             + "; ".join(f"'{k}': {v}" for k, v in BASELINES.items())
+                             + f" (default: none; digits demo: {DEMO['baselines']})")
     parser.add_argument("--schedule-scale", type=float,
                         help="multiply the rule's step boundaries (CPU demonstrations; default 1, digits demo 0.2)")
     parser.add_argument("--crop", type=int,
@@ -96,13 +110,16 @@ def run(args: argparse.Namespace) -> int:
     from xferscale.transfer.pretrained import CheckpointError, load_pretrained
     from xferscale.transfer.targets import TargetError
 
-    demo = args.target == "digits" and not args.data
-    defaults = DEMO if demo else {"shots": PAPER_SHOTS, "seeds": PAPER_SEEDS, "schedule_scale": 1.0, "crop": None,
-                                  "cpu_threads": None}
+    defaults = DEMO if args.target == "digits" and not args.data else PAPER
     shots_text = args.shots or defaults["shots"]
     seeds_text = args.seeds or defaults["seeds"]
     scale = args.schedule_scale if args.schedule_scale is not None else defaults["schedule_scale"]
     crop = args.crop if args.crop is not None else defaults["crop"]
+    base_lr = args.base_lr if args.base_lr is not None else defaults["base_lr"]
+    baselines = _parse_baselines(args.baselines or defaults["baselines"])
+    if isinstance(baselines, str):
+        print(f"xferscale transfer: --baselines: {baselines}", file=sys.stderr)
+        return 2
 
     if args.checkpoint_every <= 0:
         print(f"xferscale transfer: --checkpoint-every must be a positive number of steps, got {args.checkpoint_every}",
@@ -120,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
         shots, seeds = parse_shots(shots_text), parse_seeds(seeds_text)
         pretrained = load_pretrained(args.checkpoint, args.source)
         target = _build_target(args)
-        settings = FineTuneSettings(batch_size=args.batch_size, base_lr=args.base_lr, schedule_scale=scale,
+        settings = FineTuneSettings(batch_size=args.batch_size, base_lr=base_lr, schedule_scale=scale,
                                     crop=crop, mixup=not args.no_mixup, precision=args.precision,
                                     checkpoint_every=args.checkpoint_every, progress=not args.no_progress)
         rank, world, device = _rank_and_device()
@@ -132,13 +149,20 @@ def run(args: argparse.Namespace) -> int:
             paper_rule = FineTuneSettings().rule_for(full_rule.train_size, target.spec)
             print(f"transfer {pretrained.model_name} / {pretrained.source} ({args.checkpoint}) -> {target.spec.name} "
                   f"[{target.spec.metric}], shots {shots_text}, seeds {seeds_text}, results in {args.results}/")
-            if scale != 1.0 or crop is not None:
+            if scale != 1.0 or crop is not None or base_lr != PAPER_BASE_LR:
                 print(f"NOTE: not the paper's scale: schedule x{scale} (--schedule-scale), crop "
-                      f"{full_rule.crop} px (--crop); full-shot runs train {full_rule.steps} steps where the "
-                      f"BiT-HyperRule gives {paper_rule.steps} steps at {paper_rule.crop} px. Recorded with each result.")
-        summary = run_grid(pretrained, target, shots, seeds, settings, ResultStore(args.results), device,
-                           rank=rank, world_size=world, overwrite=args.overwrite,
+                      f"{full_rule.crop} px (--crop), base LR {base_lr} (--base-lr); full-shot runs train "
+                      f"{full_rule.steps} steps where the BiT-HyperRule gives {paper_rule.steps} steps at "
+                      f"{paper_rule.crop} px and LR {PAPER_BASE_LR}. Recorded with each result.")
+            for name in baselines:
+                print(f"baseline {name}: {BASELINES[name]}")
+        arms = _arms(pretrained, baselines)
+        summary = None
+        for start, method in arms:
+            ran = run_grid(start, target, shots, seeds, settings, ResultStore(args.results), device,
+                           rank=rank, world_size=world, overwrite=args.overwrite, method=method,
                            extra_config={"launcher_world_size": world, "pid": os.getpid()})
+            summary = ran if summary is None else summary.merged(ran)
     except Preempted as err:  # the state is saved; finished runs already have their records
         print(f"xferscale transfer: {err}", file=sys.stderr)
         write_stop_marker(str(err))
@@ -150,10 +174,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"{len(summary.ran)} run(s) done, {len(summary.skipped)} already finished"
               + (f", {summary.elsewhere} on other ranks" if summary.elsewhere else ""))
         if not args.no_report:
+            sources = [method.source_name(start.source) for start, method in arms]
             records = [r for r in ResultStore(args.results).records()
-                       if (r.source, r.model, r.target) == (pretrained.source, pretrained.model_name, target.spec.name)]
+                       if r.source in sources and (r.model, r.target) == (pretrained.model_name, target.spec.name)]
             report = write_results_report(records, args.results / "report", seeds, with_paper_fits=False)
-            print(_grid_table(records, seeds))
+            print(grid_table(records, seeds, sources))
             print(f"report: {len(report.files)} files in {report.out_dir}/ (full-shot tables beside the paper, "
                   f"figures, cells.csv); for all records: `xferscale report results {args.results}`")
     return 0
@@ -172,14 +197,45 @@ def _unwritable(folder: Path) -> str | None:
     return None
 
 
-def _grid_table(records, seeds) -> str:
-    """The grid of this run as a Markdown table: one row per shots value, mean ± std [seeds]."""
+def _parse_baselines(text: str) -> list[str] | str:
+    """``"scratch,linear"`` -> the names, ``"none"`` -> []; a string says what is wrong."""
+    names = [] if text.strip().lower() == "none" else [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in BASELINES]
+    if unknown:
+        return f"unknown baseline(s) {', '.join(unknown)}; choose from {', '.join(BASELINES)} or 'none'"
+    return list(dict.fromkeys(names))
+
+
+def _arms(pretrained, baselines: list[str]) -> list:
+    """(starting weights, method) of each grid: fine-tuning first, then each baseline."""
+    from xferscale.transfer.methods import FINETUNE, LINEAR_PROBE
+    from xferscale.transfer.pretrained import Pretrained
+
+    arms = [(pretrained, FINETUNE)]
+    if "scratch" in baselines:
+        arms.append((Pretrained.random_init(pretrained.model_name), FINETUNE))
+    if "linear" in baselines:
+        arms.append((pretrained, LINEAR_PROBE))
+    return arms
+
+
+def grid_table(records, seeds, sources: list[str]) -> str:
+    """The grid as a Markdown table: a row per shots value, a column per source (fine-tuned,
+    then the baselines), mean ± std [seeds] of each (model, target)."""
     from xferscale.report.aggregate import aggregate
     from xferscale.report.tables import cell_text
 
     cells = aggregate(records)
-    lines = ["| source / model -> target | shots | metric | mean ± std [seeds] |", "|---|---|---|---|"]
-    for (source, model, target, shots), c in sorted(cells.items(), key=lambda kv: (kv[0][:3], shots_sort_key(kv[0][3]))):
-        lines.append(f"| {source} / {model} -> {target} | {shots} | {c.metric} | {cell_text(c, len(seeds))} |")
+    pairs = sorted({(model, target) for _, model, target, _ in cells})
+    lines = []
+    for model, target in pairs:
+        shots = sorted({k[3] for k in cells if k[1:3] == (model, target)}, key=shots_sort_key)
+        metric = next(c.metric for k, c in cells.items() if k[1:3] == (model, target))
+        lines += [f"| {model} -> {target} [{metric}]: shots | " + " | ".join(sources) + " |",
+                  "|---" * (len(sources) + 1) + "|"]
+        for s in shots:
+            row = [cell_text(cells[(src, model, target, s)], len(seeds)) if (src, model, target, s) in cells else "–"
+                   for src in sources]
+            lines.append(f"| {s} | " + " | ".join(row) + " |")
     return "\n".join(lines)
 

@@ -13,7 +13,7 @@ from typing import Protocol
 
 import torch
 
-from xferscale.config import DataConfig
+from xferscale.config import ConfigError, DataConfig
 
 
 class Batches(Protocol):
@@ -48,6 +48,15 @@ def build_loader(
             num_samples=cfg.synthetic_samples, image_size=cfg.image_size, num_classes=num_classes,
             batch_size=batch_size, rank=rank, world_size=world_size, device=device,
             seed=seed, shuffle=train, multilabel=multilabel,
+        )
+    if cfg.source == "strokes":
+        from xferscale.data.strokes import StrokeGlyphBatches
+
+        if multilabel:
+            raise ConfigError("data.source=strokes: glyph classes are single-label; use train.loss=softmax_ce")
+        return StrokeGlyphBatches(
+            num_samples=cfg.synthetic_samples, image_size=cfg.image_size, num_classes=num_classes,
+            batch_size=batch_size, rank=rank, world_size=world_size, device=device, seed=seed, shuffle=train,
         )
     from xferscale.data.prepared import build_prepared_loader
 

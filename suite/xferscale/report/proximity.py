@@ -65,14 +65,15 @@ def extract_features(model: Any, batches: Any, max_images: int, size: int) -> np
     import torch
     import torch.nn.functional as F
 
+    from xferscale.models import pooled_features
+
     model.eval()
     out, seen = [], 0
     with torch.no_grad():
         for images, _ in batches.epoch(0):
             if images.shape[-1] != size or images.shape[-2] != size:
                 images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-            feats = model.forward_head(model.forward_features(images), pre_logits=True)
-            out.append(feats.flatten(1).double().cpu().numpy())
+            out.append(pooled_features(model, images).double().cpu().numpy())
             seen += len(images)
             if seen >= max_images:
                 break

@@ -20,7 +20,8 @@ import torch
 
 from xferscale.preemption import StopRequest
 from xferscale.results import FULL, Claim, ResultRecord, ResultStore, RunKey, Shots, config_hash
-from xferscale.transfer.finetune import FineTuneSettings, Preempted, finetune
+from xferscale.transfer.finetune import FineTuneSettings, Preempted
+from xferscale.transfer.methods import FINETUNE, TransferMethod
 from xferscale.transfer.pretrained import Pretrained
 from xferscale.transfer.targets import Target
 
@@ -41,11 +42,17 @@ class GridSummary:
     elsewhere: int = 0  # runs of the grid assigned to other ranks
     held: list[RunKey] = field(default_factory=list)  # runs another live job is doing
 
+    def merged(self, other: "GridSummary") -> "GridSummary":
+        """Both grids' runs together (the arms of one command)."""
+        return GridSummary(self.ran + other.ran, self.skipped + other.skipped, self.elsewhere + other.elsewhere,
+                           self.held + other.held)
+
 
 def plan_grid(pretrained: Pretrained, target: Target, shots: Sequence[Shots], seeds: Sequence[int],
-              settings: FineTuneSettings) -> list[PlannedRun]:
+              settings: FineTuneSettings, method: TransferMethod = FINETUNE) -> list[PlannedRun]:
     """Every run of the grid with the configuration that identifies its result."""
     runs = []
+    source = method.source_name(pretrained.source)
     for s in shots:
         for seed in seeds:
             config = {
@@ -55,7 +62,9 @@ def plan_grid(pretrained: Pretrained, target: Target, shots: Sequence[Shots], se
                 "seed": seed,
                 "settings": settings.result_config(),
             }
-            key = RunKey(pretrained.source, pretrained.model_name, target.spec.name, s, seed)
+            if method is not FINETUNE:  # fine-tuning records keep the hashes they had before methods existed
+                config["method"] = {"name": method.name, **method.config}
+            key = RunKey(source, pretrained.model_name, target.spec.name, s, seed)
             problem = target.fewshot_problem(s, seed)
             if problem is not None:
                 config["infeasible"] = problem
@@ -89,8 +98,9 @@ def run_grid(
     overwrite: bool = False,
     extra_config: dict[str, Any] | None = None,
     log: Callable[[str], None] = print,
+    method: TransferMethod = FINETUNE,
 ) -> GridSummary:
-    runs = plan_grid(pretrained, target, shots, seeds, settings)
+    runs = plan_grid(pretrained, target, shots, seeds, settings, method)
     mine = assign(runs, rank, world_size)
     summary = GridSummary(elsewhere=len(runs) - len(mine))
     todo = []
@@ -119,7 +129,7 @@ def run_grid(
                 summary.ran.append(_record_infeasible(run, target, store, log))
                 continue
             summary.ran.append(_run_one(pretrained, target, run, settings, store, device, extra_config, log,
-                                        f"[{i}/{len(todo)}]", claim))
+                                        f"[{i}/{len(todo)}]", claim, method))
         finally:
             claim.release()
     return summary
@@ -127,13 +137,13 @@ def run_grid(
 
 def _run_one(pretrained: Pretrained, target: Target, run: PlannedRun, settings: FineTuneSettings, store: ResultStore,
              device: torch.device, extra_config: dict[str, Any] | None, log: Callable[[str], None], position: str,
-             claim: Claim) -> ResultRecord:
-    """Fine-tune and evaluate one claimed run, write its record, remove its resume state."""
+             claim: Claim, method: TransferMethod) -> ResultRecord:
+    """Run and evaluate one claimed run, write its record, remove its resume state."""
     work = store.work_dir(run.key)
     started = time.strftime("%Y-%m-%dT%H:%M:%S")
-    out = finetune(pretrained, target, run.key.shots, run.key.seed, settings, device, work,
-                   desc=f"{position} {run.key.target} shots={run.key.shots} seed={run.key.seed}",
-                   heartbeat=claim.refresh)
+    out = method.run(pretrained, target, run.key.shots, run.key.seed, settings, device, work,
+                     desc=f"{position} {run.key.source} -> {run.key.target} shots={run.key.shots} seed={run.key.seed}",
+                     heartbeat=claim.refresh)
     m = out.metric
     record = ResultRecord(
         source=run.key.source, model=run.key.model, target=run.key.target, shots=run.key.shots,
@@ -141,7 +151,7 @@ def _run_one(pretrained: Pretrained, target: Target, run: PlannedRun, settings: 
         config_hash=run.config_hash,
         config={**run.config, **(extra_config or {}), "source_images": pretrained.source_images,
                 "model_params_m": pretrained.params_m,
-                "checkpoint": str(pretrained.path), "device": str(device), "started": started},
+                "checkpoint": str(pretrained.path) if pretrained.path else None, "device": str(device), "started": started},
         detail={**m.to_dict(), "final_train_loss": out.final_loss, "resumed_from_step": out.resumed_from,
                 "train_size": out.rule.train_size},
     )

@@ -21,42 +21,65 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot start fine-tuning; the message names the file."""
 
 
+SCRATCH = "scratch"  # the source name of the random-init baseline
+
+
 @dataclass
 class Pretrained:
-    path: Path
+    """Weights to start fine-tuning from; ``state=None`` is the random-init baseline
+    (:meth:`random_init`), drawn by :meth:`build` from torch's generator, which each run seeds."""
+
+    path: Path | None
     model_name: str
     num_classes: int
-    state: dict[str, torch.Tensor]
+    state: dict[str, torch.Tensor] | None
     config: dict[str, Any]
     step: int
     source: str
     train_samples: int | None = None  # images per epoch of the pre-training run (its checkpoint says)
 
+    @classmethod
+    def random_init(cls, model_name: str) -> "Pretrained":
+        """The same network with random weights: what pre-training is measured against."""
+        return cls(path=None, model_name=model_name, num_classes=1, state=None, config={}, step=0, source=SCRATCH)
+
     @property
     def fingerprint(self) -> dict[str, Any]:
         """Identifies the weights without hashing gigabytes: model, pre-training config, step."""
+        if self.state is None:
+            return {"model": self.model_name, "init": "random"}
         return {"model": self.model_name, "num_classes": self.num_classes, "step": self.step,
                 "pretrain_config": config_hash(self.config)}
 
     @property
     def params_m(self) -> float:
         """Parameters of the pre-trained network (its pre-training head included), in millions."""
-        return sum(t.numel() for t in self.state.values() if t.is_floating_point()) / 1e6
+        state = self.state if self.state is not None else build_model(self.model_name, self.num_classes).state_dict()
+        return sum(t.numel() for t in state.values() if t.is_floating_point()) / 1e6
 
     @property
     def source_images(self) -> float | None:
         """Pre-training images: what the run trained on (its prepared source's real size), else
-        the paper's nominal figure for its source, else the config's synthetic size."""
+        the paper's nominal figure for its source, else the images a synthetic source made: one
+        epoch's worth for the fixed noise patterns, every epoch's for the fresh stroke glyphs."""
+        if self.state is None:
+            return None
         if self.train_samples:
             return float(self.train_samples)
         known = source_images(self.source)
         if known is not None:
             return known
         data = self.config.get("data", {})
-        return float(data["synthetic_samples"]) if data.get("source") == "synthetic" else None
+        if data.get("source") == "synthetic":
+            return float(data["synthetic_samples"])
+        if data.get("source") == "strokes":
+            return float(data["synthetic_samples"]) * float(self.config.get("schedule", {}).get("epochs", 1))
+        return None
 
     def build(self, num_classes: int, device: torch.device) -> nn.Module:
         """The pre-trained network with a new zero-initialised head of ``num_classes``."""
+        if self.state is None:
+            return build_model(self.model_name, num_classes).to(device)
         model = build_model(self.model_name, self.num_classes)
         model.load_state_dict(self.state)
         reset_head(model, num_classes)

@@ -41,6 +41,26 @@ class TargetError(ValueError):
 
 
 @dataclass(frozen=True)
+class Augmentation:
+    """A target's training transform, applied to in-memory targets (:class:`TensorBatches`).
+
+    The default is BiT's: resize to the rule's precrop, random crop at the crop size, random
+    horizontal flip. ``precrop=False`` trains at the scale the test set is seen at: resize
+    to the crop size, pad the border by ``shift`` of the crop (edge pixels repeated) and
+    crop back, a random shift with no change of scale. Prepared targets are augmented by
+    their loader's ``pipeline`` (``finetune`` is BiT's transform, ``xray`` the paper's).
+    """
+
+    flip: bool = True
+    precrop: bool = True
+    shift: float = 0.0  # with precrop=False: the largest shift, as a fraction of the crop size
+
+
+BIT_AUGMENTATION = Augmentation()
+DIGITS_AUGMENTATION = Augmentation(flip=False, precrop=False, shift=0.125)
+
+
+@dataclass(frozen=True)
 class TargetSpec:
     name: str
     task: str  # "multiclass" or "multilabel"
@@ -51,6 +71,7 @@ class TargetSpec:
     oversample: bool = False  # class-balanced epochs in full-shot training (Flowers-102, COVIDx)
     pipeline: str = "finetune"  # the prepared-data pipeline that trains it (xferscale.data.transforms)
     crop: int | None = None  # a fixed training/test resolution instead of the rule's
+    augmentation: Augmentation = BIT_AUGMENTATION
 
 
 # Targets the paper's code fine-tuned through its X-ray pipeline at a fixed 224 px instead of
@@ -77,21 +98,35 @@ class Target(Protocol):
     def test_batches(self, rule: HyperRule, batch_size: int, device: torch.device) -> Any:
         """Batches of the whole test split, resized to the crop size, in a fixed order."""
 
+    def train_eval_batches(self, shots: Shots, seed: int, rule: HyperRule, batch_size: int,
+                           device: torch.device) -> Any:
+        """The run's training examples at the test transform, once each, in a fixed order
+        (the linear probe's features)."""
+
 
 def normalise(images_uint8: torch.Tensor) -> torch.Tensor:
     """BiT's input normalisation: (x/255 - 0.5) / 0.5."""
     return images_uint8.float().div_(127.5).sub_(1.0)
 
 
-def augment_train(images: torch.Tensor, precrop: int, crop: int, generator: torch.Generator) -> torch.Tensor:
-    """BiT's training transform on a uint8 batch: resize to precrop, random crop, random flip."""
-    x = F.interpolate(images.float(), size=(precrop, precrop), mode="bilinear", align_corners=False, antialias=True)
+def augment_train(images: torch.Tensor, precrop: int, crop: int, generator: torch.Generator,
+                  policy: Augmentation = BIT_AUGMENTATION) -> torch.Tensor:
+    """A training transform on a uint8 batch; by default BiT's (resize to precrop, random crop,
+    random flip), else as ``policy`` says."""
+    if policy.precrop:
+        x = F.interpolate(images.float(), size=(precrop, precrop), mode="bilinear", align_corners=False, antialias=True)
+    else:
+        x = F.interpolate(images.float(), size=(crop, crop), mode="bilinear", align_corners=False, antialias=True)
+        pad = round(policy.shift * crop)
+        x = F.pad(x, (pad, pad, pad, pad), mode="replicate") if pad else x
+    side = x.shape[-1]
     n = len(x)
-    tops = torch.randint(0, precrop - crop + 1, (n,), generator=generator).tolist()
-    lefts = torch.randint(0, precrop - crop + 1, (n,), generator=generator).tolist()
-    flips = torch.rand(n, generator=generator) < 0.5
+    tops = torch.randint(0, side - crop + 1, (n,), generator=generator).tolist()
+    lefts = torch.randint(0, side - crop + 1, (n,), generator=generator).tolist()
+    flips = torch.rand(n, generator=generator) < 0.5  # drawn either way: the other draws stay put
     out = torch.stack([x[i, :, t : t + crop, l : l + crop] for i, (t, l) in enumerate(zip(tops, lefts))])
-    out = torch.where(flips.view(-1, 1, 1, 1), out.flip(-1), out)
+    if policy.flip:
+        out = torch.where(flips.view(-1, 1, 1, 1), out.flip(-1), out)
     return out.div_(127.5).sub_(1.0)
 
 
@@ -111,12 +146,11 @@ class TensorBatches:
 
     def __init__(self, images: torch.Tensor, targets: torch.Tensor, *, batch_size: int, device: torch.device,
                  rule: HyperRule, train: bool, seed: int = 0, oversample: bool = False, task: str = "multiclass",
-                 num_classes: int | None = None):
+                 num_classes: int | None = None, augmentation: Augmentation = BIT_AUGMENTATION):
         self.images, self.targets = images, targets
         self.batch_size, self.device, self.rule = batch_size, device, rule
         self.train, self.seed, self.oversample = train, seed, oversample and targets.ndim == 1
-        self.task = task
-        self.num_classes = num_classes
+        self.task, self.num_classes, self.augmentation = task, num_classes, augmentation
         self.with_replacement = train and len(images) < batch_size
         self.num_samples = batch_size if self.with_replacement else len(images)
 
@@ -139,7 +173,7 @@ class TensorBatches:
             raw = self.images[idx]
             if self.train:
                 gen = torch.Generator().manual_seed(int(np.random.SeedSequence([self.seed, epoch, b]).generate_state(1)[0]))
-                x = augment_train(raw, self.rule.precrop, self.rule.crop, gen)
+                x = augment_train(raw, self.rule.precrop, self.rule.crop, gen, self.augmentation)
             else:
                 x = resize_eval(raw, self.rule.crop)
             yield x.to(self.device, non_blocking=True), self.targets[idx].to(self.device, non_blocking=True)
@@ -194,11 +228,17 @@ class TensorTarget:
         return TensorBatches(self.train_images[idx], self.train_targets[idx], batch_size=rule.batch_size,
                              device=device, rule=rule, train=True, seed=seed,
                              oversample=self.spec.oversample and shots == FULL, task=self.spec.task,
-                             num_classes=self.spec.num_classes)
+                             num_classes=self.spec.num_classes, augmentation=self.spec.augmentation)
 
     def test_batches(self, rule: HyperRule, batch_size: int, device: torch.device) -> TensorBatches:
         return TensorBatches(self.test_images, self.test_targets, batch_size=batch_size, device=device, rule=rule,
                              train=False, task=self.spec.task, num_classes=self.spec.num_classes)
+
+    def train_eval_batches(self, shots: Shots, seed: int, rule: HyperRule, batch_size: int,
+                           device: torch.device) -> TensorBatches:
+        idx = torch.from_numpy(self._subset(shots, seed))
+        return TensorBatches(self.train_images[idx], self.train_targets[idx], batch_size=batch_size, device=device,
+                             rule=rule, train=False, task=self.spec.task, num_classes=self.spec.num_classes)
 
 
 def digits_target(test_fraction: float = 0.3) -> TensorTarget:
@@ -214,7 +254,10 @@ def digits_target(test_fraction: float = 0.3) -> TensorTarget:
     images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)[:, None].repeat(3, axis=1)
     x_tr, x_te, y_tr, y_te = train_test_split(images, digits.target, test_size=test_fraction,
                                               stratify=digits.target, random_state=0)
-    spec = TargetSpec("digits", "multiclass", 10, "acc", (8, 8), tuple(str(i) for i in range(10)))
+    # no flip (a mirrored digit is another glyph or none) and training at the test scale:
+    # the rule's 160 -> 128 precrop trains on digits 1.25x larger than they are tested at
+    spec = TargetSpec("digits", "multiclass", 10, "acc", (8, 8), tuple(str(i) for i in range(10)),
+                      augmentation=DIGITS_AUGMENTATION)
     return TensorTarget(spec, torch.from_numpy(x_tr), torch.from_numpy(y_tr).long(),
                         torch.from_numpy(x_te), torch.from_numpy(y_te).long(), origin="sklearn.datasets.load_digits")
 
@@ -304,3 +347,6 @@ class PreparedTarget:
 
     def test_batches(self, rule: HyperRule, batch_size: int, device: torch.device):
         return self._loader(self._config("test", FULL, 0, rule, False), batch_size, False, 0, device)
+
+    def train_eval_batches(self, shots: Shots, seed: int, rule: HyperRule, batch_size: int, device: torch.device):
+        return self._loader(self._config("train", shots, seed, rule, False), batch_size, False, seed, device)
