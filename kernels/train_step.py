@@ -165,6 +165,28 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _run(args: argparse.Namespace, env: xdist.DistEnv) -> dict[str, Any]:
+    result = measure(args, env)
+    if env.is_main:
+        per_rank = result["images_per_s_per_rank"]
+        emit_result("train", result, [
+            ("model / precision / data", f"{args.model} / {args.precision} / {result['data']}"),
+            ("ranks x batch", f"{env.world_size} x {args.batch_size} @ {result['image_size']}px on "
+                              f"{result['device_name']}"),
+            ("images/s per rank", " ".join(f"{v:.1f}" for v in per_rank)),
+            ("images/s total", result["images_per_s_total"]),
+            ("step ms p50/p90/p99", f"{result['step_time_ms_p50']:.1f} / {result['step_time_ms_p90']:.1f} / "
+                                    f"{result['step_time_ms_p99']:.1f}"),
+            ("peak memory GB", result["peak_memory_gb"]),
+            ("model TFLOP/s per rank", result["tflops_per_rank"]),
+            ("MFU", f"{100 * result['mfu']:.1f} %" if result["mfu"] is not None else "n/a (device peak unknown)"),
+            ("last loss", result["loss"]),
+        ])
+    sys.stdout.flush()
+    return result
+
+
+def measure(args: argparse.Namespace, env: xdist.DistEnv) -> dict[str, Any]:
+    """Time ``args.steps`` steps after ``args.warmup``; the result without printing it."""
     image_size = args.image_size or DEFAULT_IMAGE_SIZE[args.model]
     configure_matmul(args.precision)
     torch.manual_seed(0)
@@ -185,7 +207,7 @@ def _run(args: argparse.Namespace, env: xdist.DistEnv) -> dict[str, Any]:
     start = time.perf_counter()
     clock.mark()
     for _ in range(args.steps):
-        step(*next(batches))
+        loss = step(*next(batches))
         clock.mark()
     _sync(env.device)
     elapsed = time.perf_counter() - start
@@ -203,20 +225,9 @@ def _run(args: argparse.Namespace, env: xdist.DistEnv) -> dict[str, Any]:
     }
     peak = peak_tflops(result["device_name"], args.precision)
     achieved = flops_per_step * args.steps / elapsed
+    result["tflops_per_rank"] = achieved / 1e12
     result["mfu"] = achieved / (peak * 1e12) if peak else None
-    if env.is_main:
-        emit_result("train", result, [
-            ("model / precision / data", f"{args.model} / {args.precision} / {result['data']}"),
-            ("ranks x batch", f"{env.world_size} x {args.batch_size} @ {image_size}px on {result['device_name']}"),
-            ("images/s per rank", " ".join(f"{v:.1f}" for v in per_rank)),
-            ("images/s total", result["images_per_s_total"]),
-            ("step ms p50/p90/p99", f"{result['step_time_ms_p50']:.1f} / {result['step_time_ms_p90']:.1f} / "
-                                    f"{result['step_time_ms_p99']:.1f}"),
-            ("peak memory GB", result["peak_memory_gb"]),
-            ("model TFLOP/s per rank", achieved / 1e12),
-            ("MFU", f"{100 * result['mfu']:.1f} %" if result["mfu"] is not None else "n/a (device peak unknown)"),
-        ])
-    sys.stdout.flush()
+    result["loss"] = float(loss.item())  # the last step's: finite, or the run is broken
     return result
 
 

@@ -40,6 +40,7 @@ def test_builtin_generic_system_selects_only_the_cpu_checks(tmp_path):
         "PretrainExperiment %num_workers=2 %config=default",
         "TransferExperiment %num_workers=1 %case=tiny/default/default",
         "LoaderThroughput %num_workers=1 %gpu=cpu",
+        "NodeAcceptance %num_workers=1 %gpu=cpu",
     }
     # The 2-process sweep point depends on the 1-process run it is measured against.
     assert "^ScalingSweep %num_workers=1 %model=tiny" in out
@@ -145,13 +146,13 @@ def test_juwels_job_script_launches_one_task_per_gpu_in_the_container(tmp_path):
     assert "--model r152x4 --precision fp32" in launch
 
 
-def _dry_run(tmp_path, *args, **env_extra):
+def _dry_run(tmp_path, *args, check: str = "experiments.py", **env_extra):
     tmp_path.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("RFM_")}
     env.update(_juwels_env(tmp_path), XFERSCALE_IMAGE="/p/project/x/xferscale.sif", XFERSCALE_ACCOUNT="proj",
                XFERSCALE_RFM_STAGE=str(tmp_path / "stage"), **env_extra)
     cmd = [sys.executable, "-c", "import sys; from reframe.frontend.cli import main; sys.argv[0] = 'reframe'; main()",
-           "-c", str(CHECKS / "experiments.py"), "--dry-run", "--prefix", str(tmp_path), "--nocolor", *args]
+           "-c", str(CHECKS / check), "--dry-run", "--prefix", str(tmp_path), "--nocolor", *args]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout, {p.parent.name: p.read_text() for p in (tmp_path / "stage").rglob("rfm_job.sh")}
@@ -219,3 +220,15 @@ def test_transfer_experiment_starts_from_a_published_checkpoint(tmp_path):
     # another model's or source's case is not this checkpoint's
     assert all("--source bit_m " in t for t in scripts.values())
     assert "stands beside the paper's in21k cases, not in1k" in out and "holds r50x1, this case is r152x4" in out
+
+
+def test_node_acceptance_is_one_task_with_the_whole_node(tmp_path):
+    out, scripts = _dry_run(tmp_path, "--system", "juwels_booster:develbooster", "--tag", "smoke", check="node.py")
+    (text,) = scripts.values()
+    for line in ["#SBATCH --ntasks=1", "#SBATCH --ntasks-per-node=1", "#SBATCH --gres=gpu:4",
+                 "#SBATCH --cpus-per-task=48", "#SBATCH --partition=develbooster"]:
+        assert line in text, text
+    assert text.strip().splitlines()[-1].endswith("/p/project/x/xferscale.sif xferscale bench node")
+    refs = yaml.safe_load((CHECKS / "references" / "node.yaml").read_text())["NodeAcceptance"]["juwels_booster"]
+    assert refs == {"amp_bf16_per_gpu": [2470, 0.0, None, "img/s"], "ours_over_plain": [1.25, 0.0, None, "x"],
+                    "input_torch_kept": [97, 0.0, None, "%"]}  # the README's targets

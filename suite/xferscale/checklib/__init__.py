@@ -5,11 +5,12 @@ the reading of results, sanity and performance functions; the files in ``checks/
 parameters, tags and references and register the tests.
 """
 from xferscale.checklib.base import CPU_PARTITIONS, GPU_PARTITIONS, XferscaleRun, perflog_handlers
-from xferscale.checklib.bench import AllReduceBase, LoaderThroughputBase, ScalingSweepBase, TrainThroughputBase
+from xferscale.checklib.bench import (AllReduceBase, LoaderThroughputBase, NodeAcceptanceBase, ScalingSweepBase,
+                                      TrainThroughputBase)
 from xferscale.checklib.experiments import PretrainExperimentBase, TransferExperimentBase
 
 __all__ = [
     "CPU_PARTITIONS", "GPU_PARTITIONS", "XferscaleRun", "perflog_handlers",
-    "AllReduceBase", "LoaderThroughputBase", "ScalingSweepBase", "TrainThroughputBase",
+    "AllReduceBase", "LoaderThroughputBase", "NodeAcceptanceBase", "ScalingSweepBase", "TrainThroughputBase",
     "PretrainExperimentBase", "TransferExperimentBase",
 ]

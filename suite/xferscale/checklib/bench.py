@@ -1,4 +1,4 @@
-"""Library classes of the benchmark checks: train throughput, scaling sweep, all-reduce."""
+"""Library classes of the benchmark checks: train throughput, scaling sweep, all-reduce, loaders, node."""
 from __future__ import annotations
 
 import importlib.util
@@ -7,6 +7,7 @@ import reframe.utility.sanity as sn
 from reframe.core.builtins import parameter, performance_function, run_after, run_before, sanity_function, variable
 
 from xferscale.checklib.base import XferscaleRun
+from xferscale.kernels.output import ResultNotFound
 
 
 class TrainThroughputBase(XferscaleRun):
@@ -206,3 +207,59 @@ class LoaderThroughputBase(XferscaleRun):
     @performance_function("img/s")
     def torch_images_per_s(self):
         return self.backend_rate("torch")
+
+
+class NodeAcceptanceBase(XferscaleRun):
+    """``xferscale bench node``: one node's acceptance, one task that sees all its GPUs.
+
+    Sanity: the result line is there and no item failed (a skipped item carries its reason
+    and is not a failure: one GPU has no all-reduce, a build without DALI no DALI item).
+    Performance: the figures the README's targets are stated in.
+    """
+
+    #: Comma-separated items (empty: all), as ``xferscale bench node --only``.
+    only = variable(str, value="")
+    result_kernel = "node"
+
+    def xferscale_args(self) -> list[str]:
+        return ["bench", "node", *(["--only", self.only] if self.only else [])]
+
+    @run_before("run")
+    def whole_node(self) -> None:
+        """After the base's launch: one task, but every GPU of the node (the kernel spawns its
+        all-reduce ranks itself)."""
+        if self.on_gpu:
+            self.num_tasks, self.num_tasks_per_node = 1, 1
+            self.num_gpus_per_node = self.gpus_per_node
+            extras = self.current_partition.extras
+            self.num_cpus_per_task = int(extras.get("cpus_per_task", 1)) * self.gpus_per_node  # its loader workers
+
+    @sanity_function
+    def assert_no_item_failed(self):
+        return sn.all([
+            self.assert_result(),
+            sn.assert_eq(sn.getitem(self.result(), "failed"), 0,
+                         msg="{0} item(s) failed; see the table in the output"),
+        ])
+
+    def item_value(self, item: str, key: str) -> float:
+        value = sn.evaluate(self.result())["items"].get(item, {}).get(key)
+        if value is None:
+            raise ResultNotFound(f"{item}: no {key} (item skipped or not run)")
+        return float(value)
+
+    @performance_function("img/s")
+    def amp_bf16_per_gpu(self):
+        return self.item_value("train/amp_bf16", "images_per_s_total")
+
+    @performance_function("%")
+    def mfu_amp_bf16(self):
+        return 100 * self.item_value("train/amp_bf16", "mfu") if self.on_gpu else 0.0
+
+    @performance_function("x")
+    def ours_over_plain(self):
+        return self.item_value("baseline", "ratio_median")
+
+    @performance_function("%")
+    def input_torch_kept(self):
+        return 100 * self.item_value("input/torch", "fraction")

@@ -1,4 +1,4 @@
-"""``xferscale bench train|loader|allreduce|agc|prepare``: run one benchmark kernel.
+"""``xferscale bench train|loader|allreduce|agc|prepare|node``: run one benchmark kernel.
 
 Each kernel is a module of :mod:`xferscale.kernels` exposing ``add_arguments(parser)`` and
 ``run(args) -> dict``; it prints human lines and one JSON result line (see
@@ -19,6 +19,8 @@ KERNELS: dict[str, tuple[str, str]] = {
     "agc": ("xferscale.kernels.agc", "adaptive gradient clipping alone: batched kernels vs timm's per-parameter loop"),
     "prepare": ("xferscale.kernels.prepare", "xferscale prepare's writer (read, full decode, pack): images/s and MB/s "
                                              "for 1..N workers"),
+    "node": ("xferscale.kernels.node", "validate a node: train step at every precision, R152x4 fit, ours vs the "
+                                       "plain loop, input pipelines, all-reduce, checkpoint/resume; one table"),
 }
 
 
