@@ -80,20 +80,23 @@ class NodePlan:
     warmup: int
     workers: int
     jpegs: int
+    scratch: Path  # a temporary folder for the run's synthetic JPEGs, removed at the end
 
     @property
     def gpu(self) -> bool:
         return self.device.type == "cuda"
 
 
-def make_plan(args: argparse.Namespace) -> NodePlan:
+def make_plan(args: argparse.Namespace, scratch: Path) -> NodePlan:
     if torch.cuda.is_available() and not args.cpu:
         device = torch.device("cuda", 0)
+        batch, steps, warmup = args.batch_size or 128, args.steps or 30, args.warmup or 10
         return NodePlan(device, torch.cuda.get_device_name(device), torch.cuda.device_count(), "r50x1", 224,
-                        args.batch_size or 128, args.steps or 30, args.warmup or 10,
-                        args.workers or max(1, (os.cpu_count() or 1) // torch.cuda.device_count()), args.jpegs)
-    return NodePlan(torch.device("cpu"), "cpu", 0, "tiny", 64, args.batch_size or 16, args.steps or 8,
-                    args.warmup or 2, args.workers or 1, min(args.jpegs, 64))
+                        batch, steps, warmup, args.workers or max(1, (os.cpu_count() or 1) // torch.cuda.device_count()),
+                        args.jpegs or batch * (steps + warmup), scratch)
+    batch, steps, warmup = args.batch_size or 16, args.steps or 8, args.warmup or 2
+    return NodePlan(torch.device("cpu"), "cpu", 0, "tiny", 64, batch, steps, warmup, args.workers or 1,
+                    args.jpegs or 64, scratch)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -102,7 +105,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, help="timed steps per item (default: 30; CPU: 8)")
     parser.add_argument("--warmup", type=int, help="untimed steps per item (default: 10; CPU: 2)")
     parser.add_argument("--workers", type=int, help="loader workers (default: CPU cores per GPU; CPU: 1)")
-    parser.add_argument("--jpegs", type=int, default=1024, help="synthetic JPEGs of the input items (CPU: at most 64)")
+    parser.add_argument("--jpegs", type=int,
+                        help="synthetic JPEGs of the input items (default: one epoch covers the timed and warm-up "
+                             "steps, so no epoch turnover is timed; CPU: 64)")
     parser.add_argument("--cpu", action="store_true", help="run the CPU path even where a GPU is present")
     parser.add_argument("--json-out", type=Path, help="also write the result (every item) to this JSON file")
 
@@ -132,7 +137,7 @@ def _mfu_text(result: dict[str, Any]) -> str:
 
 def train_item(precision: str) -> Callable[[NodePlan], Item]:
     def run(plan: NodePlan) -> Item:
-        if precision in ("tf32",) and not plan.gpu:
+        if precision == "tf32" and not plan.gpu:
             raise Skip("TF32 is a GPU tensor-core mode; on the CPU it is fp32")
         if precision == "amp_fp16" and not plan.gpu:
             raise Skip("fp16 autocast with a GradScaler is a GPU path; the CPU path runs fp32 and amp_bf16")
@@ -191,13 +196,9 @@ def input_item(backend: str) -> Callable[[NodePlan], Item]:
         if backend == "dali" and (problem := _dali_problem()):
             raise Skip(problem)
         precision = "amp_bf16" if plan.gpu else "fp32"
-        with tempfile.TemporaryDirectory(prefix="xferscale-node-") as tmp:
-            from xferscale.kernels.loader import synthetic_jpegs
-
-            data = synthetic_jpegs(Path(tmp) / "jpegs", max(plan.jpegs, plan.batch_size), 0)
-            fed = _train(plan, plan.model, precision, plan.batch_size,
-                         ["--data", "prepared", "--backend", backend, "--data-path", str(data),
-                          "--workers", str(plan.workers)])
+        fed = _train(plan, plan.model, precision, plan.batch_size,
+                     ["--data", "prepared", "--backend", backend, "--data-path", str(_jpegs(plan)),
+                      "--workers", str(plan.workers)])
         synthetic = _train(plan, plan.model, precision, plan.batch_size)
         kept = fed["images_per_s_total"] / synthetic["images_per_s_total"]
         how = "mixed decoding" if backend == "dali" and plan.gpu else "CPU decoding"
@@ -206,6 +207,18 @@ def input_item(backend: str) -> Callable[[NodePlan], Item]:
         return Item(f"input/{backend}", "ok", figure,
                     detail={"fraction": kept, "fed": fed, "synthetic": synthetic, "workers": plan.workers})
     return run
+
+
+def _jpegs(plan: NodePlan) -> Path:
+    """The run's prepared set of synthetic photo-like JPEGs, written once for both input items."""
+    from xferscale.kernels.loader import synthetic_jpegs
+
+    folder = plan.scratch / "jpegs"
+    if not (folder / "dataset.json").is_file():
+        started = time.perf_counter()
+        synthetic_jpegs(folder, max(plan.jpegs, plan.batch_size), 0)
+        print(f"[node] {plan.jpegs} synthetic JPEGs written in {time.perf_counter() - started:.0f} s", flush=True)
+    return folder
 
 
 def _free_port() -> int:
@@ -323,7 +336,11 @@ def table(items: list[Item]) -> str:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     names = select(args.only)
-    plan = make_plan(args)
+    with tempfile.TemporaryDirectory(prefix="xferscale-node-") as scratch:
+        return _run(names, make_plan(args, Path(scratch)), args)
+
+
+def _run(names: list[str], plan: NodePlan, args: argparse.Namespace) -> dict[str, Any]:
     print(f"[node] {socket.gethostname()}: {plan.device_name}"
           + (f" x {plan.gpus}" if plan.gpu else " (no GPU: the tiny model on the CPU)")
           + f", torch {torch.__version__}, {os.cpu_count()} CPU cores; {len(names)} items", flush=True)

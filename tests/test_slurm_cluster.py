@@ -21,7 +21,12 @@ from _data_fixtures import jpeg_bytes
 from slurm_cluster import Slurm, cluster_or_skip
 from xferscale.cli import main
 
-TINY = ["train.progress=false", "data.synthetic_samples=128", "data.image_size=16", "train.global_batch=16",
+# The fixed noise source, not the default glyphs: the resume tests' weight tolerance (1e-3 after
+# 120 steps) bounds how far DDP's last-bit reduction differences grow, and that depends on the
+# data. It was measured on this source (max |dw| 1.1e-4). On the glyphs the same differences
+# grew past 1e-3 while the first loss after the restart still matched to 1e-5: no resume was wrong.
+TINY = ["data.source=synthetic", "model.num_classes=10",
+        "train.progress=false", "data.synthetic_samples=128", "data.image_size=16", "train.global_batch=16",
         "schedule.warmup_steps=4", "train.warmup_exclude=2", "train.log_every=2"]
 
 
