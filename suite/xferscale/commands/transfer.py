@@ -116,10 +116,6 @@ def run(args: argparse.Namespace) -> int:
     scale = args.schedule_scale if args.schedule_scale is not None else defaults["schedule_scale"]
     crop = args.crop if args.crop is not None else defaults["crop"]
     base_lr = args.base_lr if args.base_lr is not None else defaults["base_lr"]
-    baselines = _parse_baselines(args.baselines or defaults["baselines"])
-    if isinstance(baselines, str):
-        print(f"xferscale transfer: --baselines: {baselines}", file=sys.stderr)
-        return 2
 
     if args.checkpoint_every <= 0:
         print(f"xferscale transfer: --checkpoint-every must be a positive number of steps, got {args.checkpoint_every}",
@@ -135,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         shots, seeds = parse_shots(shots_text), parse_seeds(seeds_text)
+        baselines = parse_baselines(args.baselines or defaults["baselines"])
         pretrained = load_pretrained(args.checkpoint, args.source)
         target = _build_target(args)
         settings = FineTuneSettings(batch_size=args.batch_size, base_lr=base_lr, schedule_scale=scale,
@@ -197,12 +194,13 @@ def _unwritable(folder: Path) -> str | None:
     return None
 
 
-def _parse_baselines(text: str) -> list[str] | str:
-    """``"scratch,linear"`` -> the names, ``"none"`` -> []; a string says what is wrong."""
+def parse_baselines(text: str) -> list[str]:
+    """``"scratch,linear"`` -> the names, ``"none"`` -> []."""
     names = [] if text.strip().lower() == "none" else [n.strip() for n in text.split(",") if n.strip()]
     unknown = [n for n in names if n not in BASELINES]
     if unknown:
-        return f"unknown baseline(s) {', '.join(unknown)}; choose from {', '.join(BASELINES)} or 'none'"
+        raise ValueError(f"--baselines: unknown baseline(s) {', '.join(unknown)}; choose from "
+                         f"{', '.join(BASELINES)} or 'none'")
     return list(dict.fromkeys(names))
 
 
