@@ -12,7 +12,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): requirements.lock requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q --no-compile -r requirements.lock -r requirements-dev.txt
+	$(BIN)/python -m pip install -q -r requirements.lock -r requirements-dev.txt
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 
