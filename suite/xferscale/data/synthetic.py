@@ -1,7 +1,9 @@
-"""A synthetic source that needs no dataset: learnable class patterns plus noise.
+"""A synthetic source that needs no dataset: fixed class patterns plus noise (``data.source: synthetic``).
 
 Each class has a fixed random low-frequency pattern; a sample is its class pattern plus
-Gaussian noise, so a model can learn it and the loss of a demo run visibly falls. The
+Gaussian noise, drawn once: cheap, learnable, multilabel if asked, which is what throughput
+runs and tests need. It is memorised, not generalised from, so the embedded demo pre-trains
+on the stroke glyphs of :mod:`xferscale.data.strokes` instead. The
 data are a pure function of the seed, and every epoch's order a function of (seed, epoch),
 so the same global batches reach any number of ranks.
 """
