@@ -74,8 +74,20 @@ class Slurm:
         raise AssertionError(f"job {job.id}: no field {name} in {out!r}")
 
     def accounting_state(self, job: Job) -> str:
-        out = self.run("sacct", "-j", job.id, "-X", "-n", "-P", "-o", "State").stdout.split()
-        return out[-1] if out else ""
+        out = self.run("sacct", "-j", job.id, "-X", "-n", "-P", "-o", "State").stdout
+        lines = [line.split() for line in out.splitlines() if line.strip()]
+        return lines[-1][0] if lines else ""  # "CANCELLED by 0" -> CANCELLED
+
+    def settled_accounting_state(self, job: Job, controller_state: str, timeout: float = 30) -> str:
+        """sacct's final state: slurmdbd learns of the end after slurmctld (the first job of a new
+        cluster lagged by seconds), so it may still say RUNNING when scontrol says COMPLETED."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            state = self.accounting_state(job)
+            if state in FINAL_STATES:
+                return state
+            time.sleep(0.5)
+        return controller_state
 
     def wait(self, job: Job, timeout: float = 300) -> str:
         """Wait until the job ends (through any requeues); its final state, from sacct."""
@@ -83,7 +95,7 @@ class Slurm:
         while time.time() < deadline:
             state = self.field(job, "JobState")
             if state in FINAL_STATES:
-                return self.accounting_state(job) or state
+                return self.settled_accounting_state(job, state)
             time.sleep(1)
         self.run("scancel", job.id, check=False)
         raise AssertionError(f"job {job.id} did not end in {timeout} s; log:\n{job.text()[-3000:]}")
