@@ -54,8 +54,11 @@ class Pretrained:
     @property
     def params_m(self) -> float:
         """Parameters of the pre-trained network (its pre-training head included), in millions."""
-        state = self.state if self.state is not None else build_model(self.model_name, self.num_classes).state_dict()
-        return sum(t.numel() for t in state.values() if t.is_floating_point()) / 1e6
+        if self.state is None:  # counted on the meta device, once per model: no weights are built
+            from xferscale.scaling_model import parameter_count
+
+            return parameter_count(self.model_name, self.num_classes) / 1e6
+        return sum(t.numel() for t in self.state.values() if t.is_floating_point()) / 1e6
 
     @property
     def source_images(self) -> float | None:
