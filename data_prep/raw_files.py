@@ -5,11 +5,17 @@ it, so that ``xferscale prepare`` can tell the user which download is broken.
 """
 from __future__ import annotations
 
+import codecs
 import pickle
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
+
+try:
+    from numpy._core.multiarray import _reconstruct
+except ImportError:  # numpy < 2
+    from numpy.core.multiarray import _reconstruct
 
 from xferscale.data.records import PrepareError
 
@@ -33,6 +39,32 @@ def first_existing(candidates: Iterable[Path]) -> Path | None:
     return next((p for p in candidates if p.exists()), None)
 
 
+# What a CIFAR "python version" pickle names: numpy's array reconstruction (numpy.core before
+# numpy 2, numpy._core after), and _codecs.encode, with which Python 3 pickles bytes at protocol 2.
+_CIFAR_GLOBALS: dict[tuple[str, str], Any] = {
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): codecs.encode,
+}
+
+
+class _RefusedGlobal(pickle.UnpicklingError):
+    """A pickle names a global no CIFAR release holds."""
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Builds only dicts, lists, numbers, strings, bytes and numpy arrays: a pickle naming
+    anything else (a function to call, a class to build) is refused, never run."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return _CIFAR_GLOBALS[(module, name)]
+        except KeyError:
+            raise _RefusedGlobal(f"{module}.{name}") from None
+
+
 def load_pickle(path: Path, keys: Iterable[str]) -> dict[str, Any]:
     """Load a Python-2 era pickled dict (CIFAR batches) with its keys as ``str``.
 
@@ -42,7 +74,10 @@ def load_pickle(path: Path, keys: Iterable[str]) -> dict[str, Any]:
     require_file(path, "CIFAR python pickle")
     try:
         with open(path, "rb") as f:
-            obj = pickle.load(f, encoding="bytes")
+            obj = _CifarUnpickler(f, encoding="bytes").load()
+    except _RefusedGlobal as e:
+        raise PrepareError(f"{path}: refused: the pickle names {e}, which no CIFAR release holds (only dicts, "
+                           "lists, numbers, strings and numpy arrays are unpickled)") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError) as e:
         raise PrepareError(f"{path}: malformed pickle ({type(e).__name__}: {e})") from e
     if not isinstance(obj, dict):

@@ -102,34 +102,6 @@ def test_a_signal_between_transfer_runs_stops_before_the_next_one(tmp_path):
     assert not list(store.root.rglob("seed-*.json"))  # no run started
 
 
-def test_loader_workers_outlive_a_stop_signal_only_while_the_main_process_is_stopping():
-    from xferscale.preemption import stopping_flag
-
-    main_pid = os.getpid()
-    code = ("import os, signal, time, sys; from xferscale.preemption import ignore_stop_signals; "
-            f"ignore_stop_signals({main_pid}, 0); os.kill(os.getpid(), signal.SIGUSR1); "
-            "os.kill(os.getpid(), signal.SIGTERM); time.sleep(0.2); print('alive')")
-    flag = stopping_flag(main_pid)
-    flag.touch()  # the main process got the signal and is saving: the worker stays
-    try:
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    finally:
-        flag.unlink()
-    assert out.returncode == 0 and out.stdout.strip() == "alive"
-    # no stop under way (the loader's own shutdown, the interpreter's exit): SIGTERM ends it
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert out.returncode == -signal.SIGTERM and "alive" not in out.stdout
-
-
-def test_the_stopping_flag_lives_while_the_stop_is_handled():
-    from xferscale.preemption import stopping_flag
-
-    with StopRequest():
-        StopRequest._handle(signal.SIGTERM, None)
-        assert stopping_flag(os.getpid()).exists()
-    assert not stopping_flag(os.getpid()).exists()
-
-
 def test_resume_of_a_finished_run_keeps_its_summary(tmp_path, tiny_args):
     run_xferscale("pretrain", *tiny_args, f"output_dir={tmp_path}")
     summary = (tmp_path / "summary.json").read_bytes()

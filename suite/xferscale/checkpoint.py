@@ -6,18 +6,30 @@ A checkpoint whose bytes changed afterwards (a flipped bit on a disk, a partial 
 refused on load instead of training on from garbage. The digest file is rewritten around
 the atomic rename so that, wherever a crash falls, it lists the digest of whichever file
 ``checkpoint.pt`` then is.
+
+Loading never unpickles: ``torch.load(weights_only=True)`` builds only tensors and plain
+values, so a file whose pickle would run code is refused instead of run. The digest guards
+against corruption, not against whoever can write both files.
 """
 from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 import random
+import re
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+try:
+    from numpy._core.multiarray import _reconstruct
+except ImportError:  # numpy < 2
+    from numpy.core.multiarray import _reconstruct
 
 
 class CheckpointWriteError(OSError):
@@ -26,6 +38,19 @@ class CheckpointWriteError(OSError):
 
 class CheckpointReadError(ValueError):
     """A checkpoint that does not exist or cannot be read (truncated, foreign); names the file."""
+
+
+# Checkpoints written before the numpy generator state was stored as a list hold it as a
+# uint32 array; these rebuild such an array (its elements go through the same restricted unpickler).
+_NUMPY_ARRAY = [_reconstruct, np.ndarray, np.dtype, np.dtypes.UInt32DType]
+
+
+class TensorFileError(ValueError):
+    """A file torch's restricted reader cannot read as tensors and plain values; the message is the cause."""
+
+
+class UnpicklingRefused(TensorFileError):
+    """A pickle that names more than tensors and plain values: refused, not unpickled."""
 
 
 class NonFiniteStateError(RuntimeError):
@@ -123,17 +148,47 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointReadError(f"checkpoint {path} is corrupt: its bytes changed after it was written (SHA-256 "
                                   f"differs from {digest_path(path).name}); delete both to start over")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=False)
+        state = load_tensors(path, map_location)
+    except UnpicklingRefused as err:
+        raise CheckpointReadError(f"checkpoint {path} is refused: {err}") from None
     except Exception as err:  # a truncated or foreign file
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        first = str(err) if isinstance(err, TensorFileError) else first_line(err)
         raise CheckpointReadError(f"checkpoint {path} cannot be read ({first}); delete it to start over") from err
     if not isinstance(state, dict):
         raise CheckpointReadError(f"checkpoint {path} holds a {type(state).__name__}, not an xferscale checkpoint")
     return state
 
 
+def load_tensors(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load`` of tensors and plain values only (``weights_only``): never unpickles.
+
+    A pickle naming anything else raises :class:`UnpicklingRefused` instead of running it;
+    one torch's restricted reader cannot parse raises :class:`TensorFileError` with its cause.
+    """
+    try:
+        with warnings.catch_warnings(), torch.serialization.safe_globals(_NUMPY_ARRAY):
+            warnings.simplefilter("ignore")  # torch warns of pickle protocols it did not write
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        named = re.search(r"GLOBAL ([\w.]+)", str(err))
+        if named:
+            raise UnpicklingRefused(f"it names {named[1]}, and only tensors and plain values are loaded, "
+                                    "never unpickled (that could run code)") from None
+        # the cause follows a preamble on how to load the file unsafely
+        _, marker, reason = str(err).partition("WeightsUnpickler error:")
+        raise TensorFileError(first_line(reason) if marker else first_line(err)) from None
+
+
+def first_line(message: Exception | str) -> str:
+    """The first non-blank line of an error message (an exception's type name if it has none)."""
+    lines = [line.strip() for line in str(message).splitlines() if line.strip()]
+    return lines[0] if lines else type(message).__name__
+
+
 def rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """The generators' states, as tensors and plain values (what a checkpoint load accepts)."""
+    kind, key, *rest = np.random.get_state()
+    state = {"python": random.getstate(), "numpy": (kind, key.tolist(), *rest), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state

@@ -62,7 +62,32 @@ def _run(name: str, rest: list[str]) -> int:
     parser = argparse.ArgumentParser(prog=f"xferscale {name}", description=COMMANDS[name])
     module.add_arguments(parser)
     args = parser.parse_args(rest)
-    return int(module.run(args) or 0)
+    try:
+        return int(module.run(args) or 0)
+    except OSError as err:  # a full disk, an unwritable or missing folder: the file and the cause, not a traceback
+        print(f"xferscale {name}: error: {os_error_line(err)}", file=sys.stderr)
+        return 1
+
+
+def os_error_line(err: OSError) -> str:
+    """``FILE: cause`` of an OSError, from the first error of its chain that names a file.
+
+    A failed write is often followed by a failed close of the same cause (a full disk fails
+    both): the first one names what could not be written; the cleanup's error adds nothing.
+    """
+    chain: list[BaseException] = []
+    current: BaseException | None = err
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    named = [e for e in reversed(chain)
+             if isinstance(e, OSError) and e.errno == err.errno and e.filename is not None]
+    first = named[0] if named else err
+    cause = first.strerror or str(first) or type(first).__name__
+    if first.filename is None:
+        return cause
+    target = f" -> {first.filename2}" if first.filename2 is not None else ""
+    return f"{first.filename}{target}: {cause}"
 
 
 if __name__ == "__main__":

@@ -9,19 +9,24 @@ to overwrite it, so a results folder never mixes two configurations silently.
 Layout: ``<root>/<source>/<model>/<target>/shots-<k>/seed-<s>.json``.
 
 Several jobs may share one results folder (two SLURM jobs of the same grid): a run is
-claimed before it starts (:meth:`ResultStore.claim`, an exclusively created claim file), so
-each run is done once; the claim of a job that died is taken over: at once on the same host
-(its process is gone), elsewhere once its heartbeat (the claim file's time, refreshed at
-every resume state the run saves) is older than ``stale_after_s``.
+claimed before it starts (:meth:`ResultStore.claim`: a claim file naming its job, put in place
+whole), so each run is done once; the claim of a job that died is taken over: at once on the
+same host (its process is gone), elsewhere once its heartbeat (the claim file's time,
+refreshed at every resume state the run saves) is older than ``stale_after_s``. Placing,
+taking over and releasing claims happen under a lock on the folder, so two jobs never both
+take over one claim, and a job releases only its own.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import socket
 import tempfile
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -30,6 +35,7 @@ SCHEMA_VERSION = 1
 FULL = "full"  # the shots value of a full-shot run
 
 Shots = int | str  # a number of examples per class, or "full"
+CLAIMS_LOCK = ".claims.lock"  # beside the claims of one folder; never removed (a removed lock file is no lock)
 
 
 class ResultError(ValueError):
@@ -159,6 +165,9 @@ def write_text_atomic(path: Path, text: str) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(err.errno, err.strerror, str(path)) from err  # name the file, not the temporary
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -173,12 +182,55 @@ class Claim:
     """This process's hold on one run; :meth:`refresh` is its heartbeat."""
 
     path: Path
+    token: str  # in the claim file: tells this hold from a later one of the same run
 
     def refresh(self) -> None:
         os.utime(self.path)
 
     def release(self) -> None:
-        self.path.unlink(missing_ok=True)
+        """Remove the claim if it is still this one: a job that took it over keeps its own."""
+        with _claims_locked(self.path):
+            if _claim_owner(self.path).get("token") == self.token:
+                self.path.unlink()
+
+
+@contextlib.contextmanager
+def _claims_locked(claim: Path) -> Iterator[None]:
+    """Claims of one folder are placed, taken over and removed under an exclusive lock.
+
+    flock holds across nodes on GPFS (JUWELS) and NFS; Lustre needs its ``flock`` mount option.
+    """
+    fd = os.open(claim.parent / CLAIMS_LOCK, os.O_RDONLY | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _claim_owner(path: Path) -> dict[str, Any]:
+    """The owner a claim file names; {} when it names none (empty, cut short, not a claim)."""
+    try:
+        owner = json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):  # PermissionError: the caller decides
+        return {}
+    named = isinstance(owner, dict) and isinstance(owner.get("host"), str) and isinstance(owner.get("pid"), int)
+    return owner if named else {}
+
+
+def _place_claim(path: Path, owner: dict[str, Any]) -> None:
+    """Put the claim file in place whole (a unique temporary file, renamed), or leave nothing."""
+    tmp = path.with_name(f".{path.name}.{owner['token']}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(owner, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _owner() -> dict[str, Any]:
@@ -212,29 +264,33 @@ class ResultStore:
     def claim(self, key: RunKey) -> Claim | None:
         """Claim a run for this process; None when a live job holds it (a dead one's is taken over)."""
         path = self.work_dir(key).with_suffix(".claim")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(2):
-            try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                if not self._stale(path):
-                    return None
-                path.unlink(missing_ok=True)  # a dead job's claim: take it over
-                continue
-            with os.fdopen(fd, "w") as handle:
-                json.dump(_owner(), handle)
-            return Claim(path)
-        return None
-
-    def _stale(self, path: Path) -> bool:
+        owner = {**_owner(), "token": uuid.uuid4().hex}
         try:
-            owner = json.loads(path.read_text() or "{}")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with _claims_locked(path):
+                if self._held_by_a_live_job(path):
+                    return None
+                _place_claim(path, owner)  # replaces a dead job's claim in one step
+        except OSError as err:
+            raise ResultError(f"{path}: cannot claim {key}: {err.strerror or err}") from err
+        return Claim(path, owner["token"])
+
+    def _held_by_a_live_job(self, path: Path) -> bool:
+        """Whether ``path`` is the claim of a running job: its process on this host, its
+        heartbeat elsewhere. A claim naming no owner is no live job's: claims are placed whole."""
+        try:
             age = time.time() - path.stat().st_mtime
-        except (OSError, ValueError):
-            return True  # unreadable or half-written: no live owner can be named
-        if owner.get("host") == socket.gethostname() and isinstance(owner.get("pid"), int):
-            return not _alive_here(owner["pid"])
-        return age > self.stale_after_s
+        except FileNotFoundError:
+            return False
+        try:
+            owner = _claim_owner(path)
+        except PermissionError:  # another user's claim, unreadable here: its heartbeat tells
+            return age <= self.stale_after_s
+        if not owner:
+            return False
+        if owner["host"] == socket.gethostname():
+            return _alive_here(owner["pid"])
+        return age <= self.stale_after_s
 
     def load(self, key: RunKey) -> ResultRecord | None:
         path = self.path(key)

@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from xferscale.data.converters import all_options, discover, resolve_raw
+from xferscale.data.converters import ALIASES, all_options, discover, resolve_raw
 from xferscale.data.fewshot import fewshot_keys, write_subset
 from xferscale.data.manifest import load_dataset_info
 from xferscale.data.merge import PARTS, merge_dataset, merge_lock, read_plan
@@ -106,7 +106,7 @@ def _merge(args: argparse.Namespace) -> int:
         plan = read_plan(args.out)
         if plan is None:
             raise PrepareError(f"{args.out}: no sliced prepare run to merge (no {PARTS}/plan.json)")
-        if plan.spec.name != args.dataset:
+        if plan.spec.name != ALIASES.get(args.dataset, args.dataset):
             raise PrepareError(f"{args.out}: the run in progress prepares {plan.spec.name!r}, not {args.dataset!r}")
         marker = merge_dataset(args.out, plan)
     print(f"wrote {marker.parent}")
@@ -135,3 +135,9 @@ def run(args: argparse.Namespace) -> int:
     except PrepareError as err:
         print(f"xferscale prepare: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        folder = args.prepared if args.dataset == FEWSHOT else args.out
+        if err.filename is not None or err.errno is None or folder is None:
+            raise
+        # a failed write names no file (a full disk): the folder being written does
+        raise OSError(err.errno, err.strerror, str(folder)) from err

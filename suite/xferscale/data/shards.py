@@ -112,8 +112,12 @@ class ShardWriter:
         os.replace(self._tmp, self.path)
 
     def abort(self) -> None:
-        self._tar.close()
-        self._tmp.unlink(missing_ok=True)
+        try:
+            self._tar.close()  # on a full disk the close's flush fails too
+        except OSError:
+            pass
+        finally:
+            self._tmp.unlink(missing_ok=True)
 
 
 def write_index(path: Path, entries: Iterable[IndexEntry]) -> None:

@@ -28,7 +28,7 @@ from xferscale.config import DataConfig
 from xferscale.data.prepared import CorruptImageError, PreparedBatches, RankView, SplitPlan, targets_tensor
 from xferscale.data.shards import decode_labels, read_component
 from xferscale.data.transforms import build_transform, pipeline_for
-from xferscale.preemption import ignore_stop_signals
+from xferscale.preemption import loader_context, obey_only_main_process
 
 Item = tuple[int, int]  # (sample index, augmentation seed)
 
@@ -133,9 +133,10 @@ class TorchBatches(PreparedBatches):
                 prefetch_factor=max(1, self.cfg.prefetch) if workers else None,
                 persistent_workers=workers > 0,  # workers (and their open shards) live across epochs
                 # Forked workers inherit the locks of threads they do not have (DALI's, OpenMP's)
-                # and can deadlock; a fork server starts them from a clean process.
-                multiprocessing_context="forkserver" if workers else None,
-                worker_init_fn=functools.partial(ignore_stop_signals, os.getpid()) if workers else None,
+                # and can deadlock; a fork server starts them from a clean process. Workers are
+                # immune to the job step's stop signals from birth: the main process ends them.
+                multiprocessing_context=loader_context() if workers else None,
+                worker_init_fn=functools.partial(obey_only_main_process, os.getpid()) if workers else None,
             )
         return self._dataloader
 

@@ -22,6 +22,7 @@ import timm
 import torch
 from safetensors import SafetensorError, safe_open
 
+from xferscale.checkpoint import UnpicklingRefused, load_tensors
 from xferscale.models import TIMM_NAMES
 
 WEIGHT_SUFFIXES = (".npz", ".safetensors", ".pth", ".bin")
@@ -98,9 +99,11 @@ def _shapes(path: Path) -> dict[str, tuple[int, ...]]:
         if path.suffix == ".safetensors":
             with safe_open(str(path), framework="pt") as handle:
                 return {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_tensors(path)
     except FileNotFoundError:
         raise WeightsError(f"{path}: no such file") from None
+    except UnpicklingRefused as err:
+        raise WeightsError(f"{path}: refused: {err}") from None
     except (OSError, ValueError, EOFError, RuntimeError, zipfile.BadZipFile, KeyError, SafetensorError) as err:
         raise WeightsError(f"{path}: not a readable weight file, truncated or corrupt "
                            f"({type(err).__name__}: {str(err).splitlines()[0][:80] if str(err) else ''})") from None
