@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import hashlib
 import tarfile
 
 import numpy as np
@@ -33,6 +34,8 @@ def test_counts_manifest_and_shards(tmp_path):
         with tarfile.open(out / row.shard) as tar:
             base = row.member.split(".")[0]
             assert tuple(decode_labels("multiclass", tar.extractfile(f"{base}.cls").read())) == row.labels
+            assert row.sha256 == hashlib.sha256(tar.extractfile(row.member).read()).hexdigest()
+    assert [r["sha256"] for r in rows] == [r.sha256 for r in info.manifest("train")]
     report = json.loads((out / "report.json").read_text())
     assert report["written"] == {"train": 30} and report["skipped"] == 0
     # class-mixed order: the first shard is not one class

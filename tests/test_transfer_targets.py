@@ -94,7 +94,7 @@ def test_fewshot_problem_names_the_class():
 
 
 def test_prepared_target_names_what_is_missing(tmp_path):
-    with pytest.raises(TargetError, match=r"no dataset.json.*xferscale prepare cifar10"):
+    with pytest.raises(TargetError, match=r"no dataset.json.*xferscale prepare cifar10 --raw RAW_DIR --out"):
         PreparedTarget("cifar10", tmp_path / "nope")
     (tmp_path / "dataset.json").write_text(json.dumps({"format": "xferscale-webdataset"}))
     with pytest.raises(TargetError, match="target 'cifar10'"):

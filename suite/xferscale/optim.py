@@ -2,7 +2,10 @@
 
 AGC (Brock et al., NFNets) rescales each unit's gradient G_i to at most
 ``clip * max(||W_i||, eps)`` where a unit is an output channel (rows of a weight tensor,
-the whole tensor for biases and norm parameters). The classifier is left unclipped.
+the whole tensor for biases and norm parameters). The classifier, weight and bias, is left
+unclipped, selected by module. The paper's code (``transfer_learning/optim/sgd_agc.py:118``)
+skips every 2-D/4-D weight whose first dimension equals the class count instead: the head's
+weight and any body layer as wide, while it clips the head's bias.
 """
 from __future__ import annotations
 

@@ -98,7 +98,7 @@ def pipeline_graph(encoded, pipeline: str, image_size: int, precrop: int | None,
     if pipeline == "finetune":
         side = T.default_precrop(size, precrop)
         images = fn.decoders.image(encoded, device=decoder, output_type=types.RGB)
-        images = fn.resize(images, resize_x=side, resize_y=side, antialias=True)
+        images = fn.resize(images, resize_shorter=side, antialias=True)  # aspect ratio kept
         return _normalise(
             images, mirror=_flip(), crop=(size, size),
             crop_pos_x=fn.random.uniform(range=[0.0, 1.0]), crop_pos_y=fn.random.uniform(range=[0.0, 1.0]),

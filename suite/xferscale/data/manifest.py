@@ -1,9 +1,13 @@
 """Per-split manifests (CSV) and ``dataset.json``, the description of a prepared dataset.
 
 ``{split}.csv`` has one row per written sample, in shard order, with the columns
-``key, shard, member, labels, patient, source``. ``labels`` is human readable: the class
-name for a multiclass task, ``Name=1;Name=0;Name=-1`` (every class, 1 positive,
-0 negative, -1 unknown) for a multilabel task.
+``key, shard, member, labels, patient, source, sha256``. ``labels`` is human readable: the
+class name for a multiclass task, ``Name=1;Name=0;Name=-1`` (every class, 1 positive,
+0 negative, -1 unknown) for a multilabel task. ``sha256`` is the hex SHA-256 of the image
+bytes as stored in the shard: the same image file prepared into two datasets has the same
+digest, which is how a transfer run finds target test images its source trained on
+(:mod:`xferscale.transfer.leakage`). Manifests written before the column existed are read
+with no digests.
 
 ``dataset.json`` is written last by the writer: its presence marks a complete dataset.
 """
@@ -14,13 +18,14 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from xferscale.data.records import DatasetSpec, PrepareError
 
 FORMAT = "xferscale-webdataset"
 FORMAT_VERSION = 1
-MANIFEST_COLUMNS = ("key", "shard", "member", "labels", "patient", "source")
+MANIFEST_COLUMNS = ("key", "shard", "member", "labels", "patient", "source", "sha256")
+LEGACY_COLUMNS = MANIFEST_COLUMNS[:-1]  # no digests
 
 
 @dataclass(frozen=True)
@@ -31,6 +36,7 @@ class ManifestRow:
     labels: tuple[int, ...]
     patient: str | None
     source: str
+    sha256: str | None = None  # of the stored image bytes, hex; None in a manifest without digests
 
 
 def format_labels(spec: DatasetSpec, labels: tuple[int, ...]) -> str:
@@ -65,7 +71,8 @@ def write_manifest(path: Path, spec: DatasetSpec, rows: Iterable[ManifestRow]) -
         out = csv.writer(f, lineterminator="\n")
         out.writerow(MANIFEST_COLUMNS)
         for count, r in enumerate(rows, start=1):
-            out.writerow([r.key, r.shard, r.member, format_labels(spec, r.labels), r.patient or "", r.source])
+            out.writerow([r.key, r.shard, r.member, format_labels(spec, r.labels), r.patient or "", r.source,
+                          r.sha256 or ""])
     if count:
         os.replace(tmp, path)
     else:
@@ -73,20 +80,42 @@ def write_manifest(path: Path, spec: DatasetSpec, rows: Iterable[ManifestRow]) -
     return count
 
 
+def _check_columns(path: Path, reader: csv.DictReader) -> None:
+    if tuple(reader.fieldnames or ()) not in (MANIFEST_COLUMNS, LEGACY_COLUMNS):
+        raise PrepareError(f"{path}: expected columns {', '.join(MANIFEST_COLUMNS)}")
+
+
 def read_manifest(path: Path, spec: DatasetSpec) -> list[ManifestRow]:
     try:
         with open(path, newline="") as f:
             reader = csv.DictReader(f)
-            if tuple(reader.fieldnames or ()) != MANIFEST_COLUMNS:
-                raise PrepareError(f"{path}: expected columns {', '.join(MANIFEST_COLUMNS)}")
+            _check_columns(path, reader)
             return [
                 ManifestRow(
                     row["key"], row["shard"], row["member"],
                     parse_labels(spec, row["labels"], f"{path}:{line}"),
-                    row["patient"] or None, row["source"],
+                    row["patient"] or None, row["source"], row.get("sha256") or None,
                 )
                 for line, row in enumerate(reader, start=2)
             ]
+    except OSError as err:
+        raise PrepareError(f"{path}: cannot read manifest ({err})") from err
+
+
+def iter_digests(path: Path) -> Iterator[tuple[str, str | None]]:
+    """``(key, sha256)`` of each row, streamed: a 14 M-row manifest is never held in memory.
+    The digest is None for a row (or a whole manifest) written without one."""
+    try:
+        with open(path, newline="") as f:
+            reader = csv.reader(f)
+            header = tuple(next(reader, ()))
+            if header not in (MANIFEST_COLUMNS, LEGACY_COLUMNS):
+                raise PrepareError(f"{path}: expected columns {', '.join(MANIFEST_COLUMNS)}")
+            if header == LEGACY_COLUMNS:
+                yield from ((row[0], None) for row in reader)
+                return
+            column = MANIFEST_COLUMNS.index("sha256")
+            yield from ((row[0], row[column] or None) for row in reader)
     except OSError as err:
         raise PrepareError(f"{path}: cannot read manifest ({err})") from err
 

@@ -108,7 +108,7 @@ def read_plan(out: Path) -> Plan | None:
 def write_part(out: Path, shard: PlannedShard, part: Part) -> None:
     _write_json(out / PARTS / shard.part, {
         "digest": part.digest,
-        "rows": [[r.key, r.member, list(r.labels), r.patient, r.source] for r in part.rows],
+        "rows": [[r.key, r.member, list(r.labels), r.patient, r.source, r.sha256] for r in part.rows],
         "skips": [[s.ref, s.reason] for s in part.skips],
     })
 
@@ -118,8 +118,8 @@ def read_part(out: Path, shard: PlannedShard) -> Part | None:
     doc = _read_json(out / PARTS / shard.part)
     if doc is None or doc["digest"] != shard.digest:
         return None
-    rows = tuple(ManifestRow(key, shard.name, member, tuple(labels), patient, source)
-                 for key, member, labels, patient, source in doc["rows"])
+    rows = tuple(ManifestRow(key, shard.name, member, tuple(labels), patient, source, *digest)
+                 for key, member, labels, patient, source, *digest in doc["rows"])  # no digest: an older part
     if rows and not (out / shard.name).is_file():
         return None
     return Part(doc["digest"], rows, tuple(Skip(*s) for s in doc["skips"]))

@@ -9,8 +9,8 @@ epoch (``data.oversample``). Epoch lists are pure functions of ``(seed, epoch)``
 
 Length contract (equal on every rank, so DDP never waits on a rank that ran out; a
 training set smaller than one global batch, e.g. a few-shot subset, gives epochs of exactly
-one global batch drawn from it with replacement, as BiT's and the paper's fine-tuning
-loaders do with ``RandomSampler(replacement=True, num_samples=batch)``):
+one global batch drawn from it with replacement; the paper's fine-tuning loader draws with
+replacement only below its micro-batch, see ``docs/fidelity.md``, "Few-shot batch"):
 training drops the remainder, ``len = (samples // world_size) // batch_size``; evaluation
 reads every sample exactly once, rank ``r`` taking DALI's shard range, with a partial last
 batch.

@@ -9,12 +9,14 @@ implement the same steps with DALI operators).
 ``xray``                centre square crop on the shorter side, resize to image_size, random
                         affine (rotation, translation, scale) and flip: the paper's
                         ``cohen_aug`` ranges
-``finetune``            BiT-HyperRule: resize to (precrop, precrop), random crop image_size, flip
+``finetune``            BiT-HyperRule resolution, the paper's code's transform
+                        (``datasets/builder.py:197-199``): resize the shorter side to precrop
+                        keeping the aspect ratio, random crop image_size, flip
 
 Evaluation (``train=False``) uses the deterministic part of the training pipeline
 (:func:`pipeline_for`): ``eval`` after the natural pipelines, ``eval_finetune`` (resize to
-(image_size, image_size), as BiT evaluates) after ``finetune``, ``eval_xray`` (square centre
-crop, resize) after ``xray``.
+(image_size, image_size), squashed, as the paper's code and BiT evaluate) after ``finetune``,
+``eval_xray`` (square centre crop, resize) after ``xray``.
 
 Every pipeline ends with grey -> 3 channels and BiT normalisation ``(x/255 - 0.5)/0.5``
 (``(x - 0.5)/0.5`` on the [0, 1] scale), CHW float32. 16-bit PNGs are scaled by 65535, so
@@ -32,7 +34,8 @@ RRC_ASPECT = (3 / 4, 4 / 3)
 EVAL_CROP_FRACTION = 0.875
 RANDAUGMENT_OPS, RANDAUGMENT_MAGNITUDE = 2, 9
 # The paper's cohen_aug (transfer_learning/datasets/chexpert.py): albumentations
-# ShiftScaleRotate(shift_limit=0.25, rotate_limit=45, scale_limit=0.1), HorizontalFlip(0.5).
+# ShiftScaleRotate(shift_limit=0.25, rotate_limit=45, scale_limit=0.1), HorizontalFlip(0.5);
+# albumentations interpolates bilinearly (its default), as DALI's warp_affine.
 XRAY_ROTATION_DEG, XRAY_TRANSLATE, XRAY_SCALE = 45.0, 0.25, 0.1
 NORM_MEAN = NORM_STD = 0.5
 # BiT-HyperRule resolution pairs (crop -> precrop); other crops scale precrop by 160/128.
@@ -49,6 +52,14 @@ def default_precrop(image_size: int, precrop: int | None) -> int:
             raise ValueError(f"data.precrop ({precrop}) must be >= data.image_size ({image_size})")
         return precrop
     return BIT_PRECROP.get(image_size, round(image_size * 160 / 128))
+
+
+def shorter_side_size(height: int, width: int, side: int) -> tuple[int, int]:
+    """(H, W) with the shorter side at ``side`` and the aspect ratio kept, as torchvision's
+    ``Resize(side)`` computes it (the longer side truncated)."""
+    if height <= width:
+        return side, int(side * width / height)
+    return int(side * height / width), side
 
 
 def pipeline_for(pipeline: str, train: bool) -> str:
@@ -83,7 +94,7 @@ def build_transform(pipeline: str, image_size: int, precrop: int | None = None) 
         steps = [_to_float(), SquareCentreCrop(), v2.Resize(size, antialias=True)]
     elif pipeline == "finetune":
         side = default_precrop(image_size, precrop)
-        steps = [v2.Resize((side, side), antialias=True), v2.RandomCrop(size), flip]
+        steps = [v2.Resize(side, antialias=True), v2.RandomCrop(size), flip]
     elif pipeline == "xray":
         steps = [
             _to_float(),
@@ -93,6 +104,7 @@ def build_transform(pipeline: str, image_size: int, precrop: int | None = None) 
                 degrees=XRAY_ROTATION_DEG,
                 translate=(XRAY_TRANSLATE, XRAY_TRANSLATE),
                 scale=(1 - XRAY_SCALE, 1 + XRAY_SCALE),
+                interpolation=v2.InterpolationMode.BILINEAR,
             ),
             flip,
         ]

@@ -27,7 +27,9 @@ measures it): ImageNet-21k's 14 M, about 4 GB per task.
 Every image is decoded in full once here (JPEG, 8- and 16-bit PNG, grey and CMYK): one whose
 header is intact but whose body is cut or corrupt is a counted skip with the decoder's reason
 in ``report.json``, never a crash hours into a training run. Reading and decoding run in
-``workers`` processes; each shard is written by one process, in order.
+``workers`` processes; each shard is written by one process, in order. The manifest records
+the SHA-256 of each stored image (computed as the shard is written, so the plan's per-sample
+records do not grow).
 
 Crash safety: every file is written as ``*.tmp`` and moved into place; an existing
 ``dataset.json`` is removed before anything else is rewritten, and the new ``dataset.json``
@@ -313,7 +315,7 @@ def _write_shards(
                     base = f"{position:09d}"
                     writer.add_sample(base, [(ext, data), (label_extension(spec.task), encode_labels(spec.task, item.labels))])
                     rows.append(ManifestRow(item.key, shard.planned.name, f"{base}.{ext}", item.labels, item.patient,
-                                            item.source))
+                                            item.source, hashlib.sha256(data).hexdigest()))
                 if writer is not None:
                     writer.close()
             except BaseException:

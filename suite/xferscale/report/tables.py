@@ -1,9 +1,11 @@
 """Full-shot tables in the layout of the paper's Tables 1 and 2, ours beside the paper's.
 
 Rows are (model, source) as in the paper, columns are targets; each cell holds our mean ±
-std, the number of seeds it rests on, the paper's value and our difference to it. A run
-that is missing leaves a gap ("—"), never a zero. Rows of ours that the paper has no table
-for (another source or model) go to a third table with the same layout and no paper column.
+std, the number of seeds it rests on, the paper's value and our difference to it, judged
+against the paper's 5-seed spread (``PaperValue.within``). A run that is missing leaves a gap
+("—"), never a zero; a cell the paper prints as ``--`` (no such run) says so. Rows of ours
+that the paper has no table for (another source or model) go to a third table with the same
+layout and no paper column.
 """
 from __future__ import annotations
 
@@ -14,10 +16,14 @@ from typing import Iterable, Sequence
 
 from xferscale.report.aggregate import Cell
 from xferscale.report.paper import (
+    PAPER_STD_TO_SEED_STD,
     PUBLIC_WEIGHT_SOURCES,
     TABLE_TITLES,
+    WITHIN_POINTS,
+    WITHIN_STDS,
     PaperValue,
     canonical_source,
+    paper_has_no_run,
     paper_value,
     table_of,
     table_rows,
@@ -25,19 +31,34 @@ from xferscale.report.paper import (
 )
 
 GAP = "—"
+NO_RUN = "--"  # as the paper prints a cell it has no run for
 OTHER = "other"
+STD_NOTE = (
+    f"The paper's ± is the std over its code's result rows, which hold each run twice (n−1 over 10 "
+    f"rows): {1 / PAPER_STD_TO_SEED_STD:.3f} of the 5-seed std, about "
+    f"{100 * (1 - 1 / PAPER_STD_TO_SEED_STD):.0f} % smaller. Δ is within the paper's spread when "
+    f"|Δ| ≤ max({WITHIN_STDS:g} × its ± × {PAPER_STD_TO_SEED_STD:.3f}, {WITHIN_POINTS:g} point)."
+)
 
 
 @dataclass
 class TableCell:
     ours: Cell | None
     paper: PaperValue | None
+    no_run: bool = False  # the paper prints "--": it has no such run
 
     @property
     def diff(self) -> float | None:
         if self.ours is None or self.ours.mean is None or self.paper is None:
             return None
         return self.ours.mean - self.paper.mean
+
+    @property
+    def verdict(self) -> str:
+        """Whether Δ is "within" or "outside" the paper's spread; empty without both values."""
+        if self.diff is None:
+            return ""
+        return "within" if self.paper.within(self.ours.mean) else "outside"
 
 
 @dataclass
@@ -74,8 +95,9 @@ def build_tables(full: dict[tuple[str, str, str], Cell]) -> list[Table]:
             for target in table.targets:
                 ours = ours_by_row.get((model, source), {}).get(target)
                 paper = paper_value(model, source, target) if table.name != OTHER else None
-                if ours is not None or paper is not None:
-                    table.cells[(model, source, target)] = TableCell(ours, paper)
+                no_run = table.name != OTHER and paper_has_no_run(source, target)
+                if ours is not None or paper is not None or no_run:
+                    table.cells[(model, source, target)] = TableCell(ours, paper, no_run)
     return tables
 
 
@@ -121,7 +143,8 @@ def render_markdown(table: Table, expected_seeds: int) -> str:
     """One Markdown table; a cell reads ``ours ± std [seeds] · paper · Δ``."""
     out = [f"### {table.title}", "", "Ours: mean ± std over seeds [seeds with a record / expected]."]
     if table.name != OTHER:
-        out[-1] += " Then the paper's mean ± std and our difference (Δ = ours − paper)."
+        out[-1] += (" Then the paper's mean ± std and our difference (Δ = ours − paper), within or outside"
+                    f" the paper's spread; `{NO_RUN}`: the paper has no such run. {STD_NOTE}")
     out += ["", "| model | source | " + " | ".join(table.targets) + " |",
             "|---|---|" + "---|" * len(table.targets)]
     for model, source in table.rows:
@@ -129,14 +152,18 @@ def render_markdown(table: Table, expected_seeds: int) -> str:
         for target in table.targets:
             tc = table.cell(model, source, target)
             text = cell_text(tc.ours, expected_seeds) if tc.ours or tc.paper else GAP
+            if tc.no_run:
+                text = NO_RUN if tc.ours is None else f"{text} · paper {NO_RUN}"
             if tc.paper is not None:
                 text += f" · paper {tc.paper.mean:.2f} ± {tc.paper.std:.2f} · Δ {_num(tc.diff, signed=True)}"
+                text += f" ({tc.verdict})" if tc.verdict else ""
             texts.append(text)
         out.append(f"| {model} | {source_label(source)} | " + " | ".join(texts) + " |")
     return "\n".join(out) + "\n"
 
 
-CSV_FIELDS = ("mean", "std", "seeds", "undefined", "undefined_labels", "infeasible", "paper", "paper_std", "diff")
+CSV_FIELDS = ("mean", "std", "seeds", "undefined", "undefined_labels", "infeasible", "paper", "paper_std",
+              "paper_seed_std", "diff", "verdict")
 
 
 def render_csv(table: Table) -> str:
@@ -156,9 +183,11 @@ def render_csv(table: Table) -> str:
                 0 if o is None else len(o.undefined_seeds),
                 "" if o is None else " ".join(o.undefined_labels),
                 "" if o is None or o.infeasible is None else o.infeasible,
-                "" if p is None else p.mean,
+                NO_RUN if tc.no_run else "" if p is None else p.mean,
                 "" if p is None else p.std,
+                "" if p is None else f"{p.seed_std:.4f}",
                 "" if tc.diff is None else f"{tc.diff:.4f}",
+                tc.verdict,
             ]
         writer.writerow(row)
     return buf.getvalue()
@@ -183,6 +212,8 @@ def render_latex(table: Table) -> str:
                 text += rf"$\pm${o.std:.2f}"
             if tc.paper is not None:
                 text += rf" ({tc.paper.mean:.2f}, {_num(tc.diff, signed=True)})"
+            elif tc.no_run:
+                text += f" (paper {NO_RUN})"
             cells.append(text.replace(GAP, "--"))
         lines.append(f"{_latex_escape(model)} & {_latex_escape(source)} & " + " & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from xferscale.data.transforms import shorter_side_size
 from xferscale.hyperrule import HyperRule
 from xferscale.report.paper import target_metric, uses_oversampling
 from xferscale.results import FULL, Shots
@@ -44,11 +45,12 @@ class TargetError(ValueError):
 class Augmentation:
     """A target's training transform, applied to in-memory targets (:class:`TensorBatches`).
 
-    The default is BiT's: resize to the rule's precrop, random crop at the crop size, random
+    The default is the paper's code's (``datasets/builder.py:197-199``): resize the shorter
+    side to the rule's precrop keeping the aspect ratio, random crop at the crop size, random
     horizontal flip. ``precrop=False`` trains at the scale the test set is seen at: resize
     to the crop size, pad the border by ``shift`` of the crop (edge pixels repeated) and
     crop back, a random shift with no change of scale. Prepared targets are augmented by
-    their loader's ``pipeline`` (``finetune`` is BiT's transform, ``xray`` the paper's).
+    their loader's ``pipeline`` (``finetune`` is this transform, ``xray`` the paper's X-ray one).
     """
 
     flip: bool = True
@@ -56,7 +58,7 @@ class Augmentation:
     shift: float = 0.0  # with precrop=False: the largest shift, as a fraction of the crop size
 
 
-BIT_AUGMENTATION = Augmentation()
+BIT_AUGMENTATION = Augmentation()  # the BiT-HyperRule's precrop/crop, resized as the paper's code
 DIGITS_AUGMENTATION = Augmentation(flip=False, precrop=False, shift=0.125)
 
 
@@ -111,18 +113,19 @@ def normalise(images_uint8: torch.Tensor) -> torch.Tensor:
 
 def augment_train(images: torch.Tensor, precrop: int, crop: int, generator: torch.Generator,
                   policy: Augmentation = BIT_AUGMENTATION) -> torch.Tensor:
-    """A training transform on a uint8 batch; by default BiT's (resize to precrop, random crop,
-    random flip), else as ``policy`` says."""
+    """A training transform on a uint8 batch; by default the paper's code's (shorter side to
+    precrop, aspect ratio kept, random crop, random flip), else as ``policy`` says."""
     if policy.precrop:
-        x = F.interpolate(images.float(), size=(precrop, precrop), mode="bilinear", align_corners=False, antialias=True)
+        size = shorter_side_size(*images.shape[-2:], precrop)
+        x = F.interpolate(images.float(), size=size, mode="bilinear", align_corners=False, antialias=True)
     else:
         x = F.interpolate(images.float(), size=(crop, crop), mode="bilinear", align_corners=False, antialias=True)
         pad = round(policy.shift * crop)
         x = F.pad(x, (pad, pad, pad, pad), mode="replicate") if pad else x
-    side = x.shape[-1]
+    height, width = x.shape[-2:]
     n = len(x)
-    tops = torch.randint(0, side - crop + 1, (n,), generator=generator).tolist()
-    lefts = torch.randint(0, side - crop + 1, (n,), generator=generator).tolist()
+    tops = torch.randint(0, height - crop + 1, (n,), generator=generator).tolist()
+    lefts = torch.randint(0, width - crop + 1, (n,), generator=generator).tolist()
     flips = torch.rand(n, generator=generator) < 0.5  # drawn either way: the other draws stay put
     out = torch.stack([x[i, :, t : t + crop, l : l + crop] for i, (t, l) in enumerate(zip(tops, lefts))])
     if policy.flip:
@@ -140,8 +143,9 @@ class TensorBatches:
 
     Training keeps the last partial batch (as BiT's loader, ``drop_last=False``). A training
     set smaller than one batch (a few-shot subset) gives epochs of one full batch drawn with
-    replacement, as BiT's and the paper's loaders do (``RandomSampler(replacement=True,
-    num_samples=batch)``), so every step sees ``batch_size`` images.
+    replacement, so every step sees ``batch_size`` images. The paper's code (``finetune.py:183-206``)
+    draws with replacement only below its micro-batch (batch / ``batch_split``) and cycles
+    larger sets without replacement (``docs/fidelity.md``, "Few-shot batch").
     """
 
     def __init__(self, images: torch.Tensor, targets: torch.Tensor, *, batch_size: int, device: torch.device,
@@ -276,8 +280,9 @@ class PreparedTarget:
                  image_size: tuple[int, int] | None = None):
         self.path = Path(path)
         if not (self.path / "dataset.json").is_file():
+            from xferscale.data.converters import prepare_command
             raise TargetError(f"target {name!r}: {self.path} is not a prepared dataset (no dataset.json); "
-                              f"make it with `xferscale prepare {name} RAW --out {self.path}`")
+                              f"make it with `{prepare_command(name, str(self.path))}`")
         try:
             from xferscale.data.manifest import load_dataset_info
         except ImportError as err:
