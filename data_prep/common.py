@@ -1,28 +1,26 @@
 """Pieces every chest X-ray converter shares: finding and reading tables, checking their
-columns, building label vectors and patient-level splits.
+columns, walking image folders, building label vectors and patient-level splits.
 """
 from __future__ import annotations
 
 import csv
 import gzip
 import io
+import os
 import random
 from collections import defaultdict
 from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
-from xferscale.data.records import NEGATIVE, POSITIVE, UNKNOWN, PrepareError, Sample
+from xferscale.data.records import NEGATIVE, POSITIVE, PrepareError, Sample
 
 from .raw_files import first_existing
 
-# Fraction of a training set's patients held out for validation where a dataset publishes
-# no validation split of its own.
-VAL_FRACTION = 0.1
-# Train/val/test fractions for datasets that publish no split at all.
-TRAIN_VAL_TEST = {"train": 0.75, "val": 0.10, "test": 0.15}
 SPLIT_SEED = 0
+# The skip reason of a folder that :func:`walk_files` did not enter.
+NOT_ENTERED = "folder not entered: already walked (a link loop or a second link to it)"
 
 
 def find_file(raw: Path, *names: str) -> Path:
@@ -77,14 +75,56 @@ def read_lines(path: Path) -> list[tuple[int, str]]:
     return [(number, line.strip()) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
 
 
+def relative_parts(text: str, field: str) -> tuple[str, ...]:
+    """The parts of a path that a table gives relative to the raw folder (``field`` names the
+    column in the error); an absolute path or a ``..`` part would leave the folder: an error."""
+    path = PurePosixPath(text.strip())
+    if path.is_absolute() or ".." in path.parts:
+        problem = "is absolute" if path.is_absolute() else "has a '..' part"
+        raise PrepareError(f"{field} {text!r} {problem}; it must name a file inside the raw folder")
+    return path.parts
+
+
+def walk_files(root: Path, suffix: str) -> tuple[list[Path], list[Path]]:
+    """Files below ``root`` whose name ends in ``suffix`` (any case), sorted by their path
+    below ``root``, and the folders that were not entered.
+
+    Links to folders are followed (``Path.rglob`` does not follow them), each real folder
+    once: a link to a folder already entered (a loop, or a second link to it) is not entered
+    again and is returned for the caller to count. A broken link with a matching name is
+    returned as a file, so that the caller reports it missing.
+    """
+    files: list[Path] = []
+    not_entered: list[Path] = []
+    entered: set[tuple[int, int]] = set()
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            info = folder.stat()
+            if (info.st_dev, info.st_ino) in entered:
+                not_entered.append(folder)
+                continue
+            entered.add((info.st_dev, info.st_ino))
+            with os.scandir(folder) as listing:
+                entries = sorted(listing, key=lambda e: e.name)
+        except OSError as err:
+            raise PrepareError(f"{folder}: cannot list the folder ({err.strerror or err})") from None
+        folders = []
+        for entry in entries:
+            if entry.is_dir():
+                folders.append(Path(entry.path))
+            elif entry.name.lower().endswith(suffix):
+                files.append(Path(entry.path))
+        stack.extend(reversed(folders))  # depth first, in name order: the same walk every time
+    files.sort(key=lambda p: p.relative_to(root).as_posix())
+    return files, not_entered
+
+
 def multi_hot(classes: Sequence[str], positives: Iterable[str]) -> tuple[int, ...]:
     """A fully known label vector: POSITIVE for the named classes, NEGATIVE elsewhere."""
     present = set(positives)
     return tuple(POSITIVE if c in present else NEGATIVE for c in classes)
-
-
-def has_known_label(labels: Sequence[int]) -> bool:
-    return any(v != UNKNOWN for v in labels)
 
 
 def split_by_patient(
@@ -119,14 +159,6 @@ def split_by_patient(
                 assignment[patient] = name
             start = end
     return assignment
-
-
-def carve_val(samples: list[Sample], *, from_split: str = "train", fraction: float = VAL_FRACTION,
-              seed: int = SPLIT_SEED) -> list[Sample]:
-    """Move a patient-level ``fraction`` of ``from_split`` into a new "val" split."""
-    patients = [s.patient for s in samples if s.split == from_split]
-    chosen = split_by_patient(patients, {from_split: 1 - fraction, "val": fraction}, seed)
-    return [_with_split(s, chosen[s.patient]) if s.split == from_split else s for s in samples]
 
 
 def assign_splits(samples: list[Sample], splits: Mapping[str, str]) -> list[Sample]:

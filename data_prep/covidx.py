@@ -14,8 +14,9 @@ split whose file exists wins (else the one-word file name).
 A file listed twice in a list (COVIDx v1, v4) is a counted skip, "listed again". The
 official test list is kept whole; a patient who is also in it loses his training (and
 validation) images, a counted skip, so no patient is in two splits. Images are in
-``train/``, ``test/`` (``val/``). Without a ``val.txt``, a patient-level 10 % of train becomes
-the validation split.
+``train/``, ``test/`` (``val/``). The splits are the lists as they are, as the paper's code
+(``transfer_learning/datasets/covidx_cxr2.py`` reads ``train.txt`` to train on and ``test.txt``
+to test on); nothing is carved out of train, and without a ``val.txt`` there is no val split.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from pathlib import Path
 from xferscale.data.converters import register_converter
 from xferscale.data.records import DatasetSpec, PrepareError, Reconciliation, Sample
 
-from .common import carve_val, find_file, read_lines
+from .common import find_file, read_lines, relative_parts
 from .image_folders import image_problem, nonempty
 from .raw_files import require_dir
 
@@ -67,8 +68,12 @@ def read(raw: Path, log: Reconciliation) -> tuple[DatasetSpec, Iterable[Sample]]
     for path, split in lists:
         for number, line in read_lines(path):
             log.row()
-            patient, filename, label, source = parse_line(line, f"{path} line {number}", raw / split)
-            image = raw / split / filename
+            where = f"{path} line {number}"
+            patient, filename, label, source = parse_line(line, where, raw / split)
+            try:
+                image = (raw / split).joinpath(*relative_parts(filename, "file name"))
+            except PrepareError as err:
+                raise PrepareError(f"{where}: {err}") from None
             key = f"{split}/{filename}"
             if key in listed:
                 log.skip(f"{path.name}:{filename}", "listed again")
@@ -87,6 +92,4 @@ def read(raw: Path, log: Reconciliation) -> tuple[DatasetSpec, Iterable[Sample]]
             log.skip(s.key, "patient also in the test list")
         else:
             kept.append(s)
-    samples = list(nonempty(kept, raw))
-    has_val = any(split == "val" for _, split in lists)
-    return SPEC, samples if has_val else carve_val(samples)
+    return SPEC, list(nonempty(kept, raw))

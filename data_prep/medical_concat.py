@@ -2,9 +2,11 @@
 
 As in the paper, the classes are the sorted intersection of the members' classes, after
 harmonising the names that differ between datasets (CheXpert/MIMIC "Pleural Effusion" is
-NIH/PadChest "Effusion"); each member keeps its own split rule and uncertain labels stay
-UNKNOWN. Keys and patient ids get the member's name as prefix (ids are only unique within
-a dataset), and a sample with no known label left among the shared classes is skipped.
+NIH/PadChest "Effusion"); each member keeps its own split rule, so the val split is the
+union of the members' val splits, and uncertain labels stay UNKNOWN. Keys and patient ids get
+the member's name as prefix (ids are only unique within a dataset). A sample with no known
+label left among the shared classes is kept, masked from the loss, as the paper's code keeps
+it (``transfer_learning/datasets/builder.py`` ``Merge`` only re-indexes the labels).
 
 Views follow the paper's configs: ``chexpert_mimic_nih_padchest_bit*.yaml`` lists the views
 PA, AP, AP Supine, L and COSTAL for every member, which keeps CheXpert's and PadChest's
@@ -23,7 +25,6 @@ from xferscale.data.converters import register_converter
 from xferscale.data.records import DatasetSpec, PrepareError, Reconciliation, Sample
 
 from . import chexpert, mimic_cxr, nih, padchest
-from .common import has_known_label
 from .image_folders import nonempty
 
 MEMBERS: dict[str, ModuleType] = {m.NAME: m for m in (chexpert, mimic_cxr, nih, padchest)}
@@ -83,9 +84,6 @@ class Concat:
         for source, spec, samples in members:
             for s in samples:
                 labels = relabel(s.labels, spec, classes)
-                if not has_known_label(labels):
-                    log.skip(f"{source}/{s.key}", "no known label among the shared classes")
-                    continue
                 out.append(Sample(f"{source}/{s.key}", s.split, s.image, labels, s.source, f"{source}:{s.patient}"))
         return DatasetSpec(self.name, "multilabel", classes), list(nonempty(out, Path(self.name)))
 

@@ -6,7 +6,10 @@ row per study: subject_id, study_id and the 14 CheXpert-labeler columns) and
 ``mimic-cxr-2.0.0-split.csv`` (dicom_id, study_id, subject_id, split = train / validate /
 test, the official patient-level split). Images live at
 ``files/p<first 2 digits>/p<subject_id>/s<study_id>/<dicom_id>.jpg``.
-A row read is an image of the metadata table.
+A row read is an image of the metadata table. As the paper's code (``transfer_learning/
+datasets/mimic.py``, split ``train`` to train on and ``validate`` to validate on): PA and AP
+views, images of labelled studies only, and an image with no known label is kept (masked from
+the loss). The official ``test`` split is written too; nothing trains or validates on it.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from xferscale.data.converters import register_converter
 from xferscale.data.records import DatasetSpec, PrepareError, Reconciliation, Sample
 
 from .chexpert_labels import LABEL_COLUMNS, PATHOLOGIES, label_vector
-from .common import find_file, has_known_label, read_csv
+from .common import find_file, read_csv
 from .image_folders import image_problem, nonempty
 from .raw_files import require_dir
 
@@ -73,8 +76,6 @@ def read(raw: Path, log: Reconciliation, *, views: frozenset[str] = FRONTAL_VIEW
             log.skip(ref, "image not in the split table")
         elif labels is None:
             log.skip(ref, "study has no label row")
-        elif not has_known_label(labels):
-            log.skip(ref, "no known label")
         elif problem := image_problem(image):
             log.skip(ref, problem)
         else:

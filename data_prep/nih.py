@@ -3,10 +3,12 @@
 ``Data_Entry_2017.csv`` (or the 2020 re-release ``Data_Entry_2017_v2020.csv``, which
 renamed "Patient Gender" to "Patient Sex"; neither column is used here) lists one image
 per row with ``Finding Labels`` joined by ``|`` ("No Finding" = every class negative).
-``train_val_list.txt`` / ``test_list.txt`` are the official patient-disjoint split. The
-official test list is the TEST split (the paper's code used it for validation); a
-patient-level 10 % of train_val becomes the validation split. PNGs sit under ``images*/``
-(``images/`` from the NIH box, ``images_001/images/`` ... from Kaggle).
+``train_val_list.txt`` / ``test_list.txt`` are the official patient-disjoint split. As the
+paper's code (``transfer_learning/datasets/nih.py``: ``train=True`` reads train_val_list,
+``train=False`` test_list, and ``builder.py`` validates on the latter): all of train_val is
+the train split and the official test list is the val split, so model selection happens on
+the test list; there is no test split. PNGs sit under ``images*/`` (``images/`` from the NIH
+box, ``images_001/images/`` ... from Kaggle), linked folders included.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from pathlib import Path
 from xferscale.data.converters import register_converter
 from xferscale.data.records import DatasetSpec, PrepareError, Reconciliation, Sample
 
-from .common import carve_val, find_file, multi_hot, read_csv, read_lines
+from .common import NOT_ENTERED, find_file, multi_hot, read_csv, read_lines, walk_files
 from .image_folders import image_problem, nonempty
 from .raw_files import require_dir
 
@@ -30,7 +32,7 @@ PATHOLOGIES: tuple[str, ...] = tuple(sorted([
 NO_FINDING = "No Finding"
 SPEC = DatasetSpec(NAME, "multilabel", PATHOLOGIES)
 COLUMNS = ("Image Index", "Finding Labels", "Patient ID")
-SPLIT_LISTS = (("train_val_list.txt", "train"), ("test_list.txt", "test"))
+SPLIT_LISTS = (("train_val_list.txt", "train"), ("test_list.txt", "val"))
 
 
 def parse_findings(text: str, where: str) -> tuple[str, ...]:
@@ -44,12 +46,16 @@ def parse_findings(text: str, where: str) -> tuple[str, ...]:
     return names
 
 
-def _image_index(raw: Path) -> dict[str, Path]:
-    """Image file name -> path, over every ``images*`` folder."""
+def _image_index(raw: Path, log: Reconciliation) -> dict[str, Path]:
+    """Image file name -> path, over every ``images*`` folder; folders not entered are skips."""
     found: dict[str, Path] = {}
     for folder in sorted(p for p in raw.glob("images*") if p.is_dir()):
-        for path in sorted(folder.rglob("*.png")):
+        files, not_entered = walk_files(folder, ".png")
+        for path in files:
             found.setdefault(path.name, path)
+        for path in not_entered:
+            log.row()
+            log.skip(path.relative_to(raw).as_posix(), NOT_ENTERED)
     return found
 
 
@@ -68,7 +74,7 @@ def read(raw: Path, log: Reconciliation) -> tuple[DatasetSpec, Iterable[Sample]]
     require_dir(raw, DESCRIPTION)
     table = find_file(raw, "Data_Entry_2017.csv", "Data_Entry_2017_v2020.csv")
     rows = read_csv(table, COLUMNS, progress=NAME)
-    split_of, images = _official_split(raw), _image_index(raw)
+    split_of, images = _official_split(raw), _image_index(raw, log)
     samples: list[Sample] = []
     for line, row in enumerate(rows, start=2):
         log.row()
@@ -85,4 +91,4 @@ def read(raw: Path, log: Reconciliation) -> tuple[DatasetSpec, Iterable[Sample]]
             key = image.relative_to(raw).as_posix()
             samples.append(Sample(key, split_of[name], image, multi_hot(PATHOLOGIES, findings), NAME,
                                   row["Patient ID"].strip()))
-    return SPEC, carve_val(list(nonempty(samples, raw)))
+    return SPEC, list(nonempty(samples, raw))

@@ -4,8 +4,9 @@
 ImageID, ImageDir (the number of the zip it came in, i.e. its sub-folder), PatientID,
 Projection (PA, L, AP, AP_horizontal, COSTAL, EXCLUDE, UNK) and ``Labels``, a Python-list
 string of report findings (``"['pleural effusion', ' cardiomegaly']"``: terms may carry a
-leading blank; ``nan`` or a blank cell means the report was not labelled, and a list without
-a non-blank term, ``['']`` in the release, is a blank label too: both are skipped).
+leading blank; ``nan`` or a blank cell means the report was not labelled and is skipped, as
+the paper's loader drops null ``Labels``; a list without a non-blank term, ``['']`` in the
+release, is kept as the loader keeps it: no finding, so every pathology negative).
 
 Views: the paper's PadChest configs (``configs/finetune/padchest.yaml``,
 ``configs/padchest_bit152x4.yaml``) keep PA, AP, AP Supine (the release's AP_horizontal),
@@ -14,7 +15,10 @@ L and COSTAL; EXCLUDE and UNK rows are skipped.
 The classes are the 27 pathologies of the paper's PadChest loader (torchxrayvision's list
 without "Tube"); a pathology is positive when a finding term contains its name or one of
 its synonyms (torchxrayvision's mapping), e.g. "loculated pleural effusion" -> Effusion.
-Splits are patient-level (the paper's code split per image, leaking patients).
+Splits: 90 % train / 10 % val, the val split being what the paper's code validates on
+(``transfer_learning/datasets/padchest.py``: ``TRAIN_RATIO = 0.9``, the held-out rest is its
+``train=False`` set); here per patient, seeded, where the code shuffled images (seed 42),
+which put a patient's images on both sides. There is no test split.
 """
 from __future__ import annotations
 
@@ -26,7 +30,7 @@ from pathlib import Path
 from xferscale.data.converters import register_converter
 from xferscale.data.records import DatasetSpec, PrepareError, Reconciliation, Sample
 
-from .common import TRAIN_VAL_TEST, assign_splits, find_file, multi_hot, read_csv, split_by_patient
+from .common import assign_splits, find_file, multi_hot, read_csv, relative_parts, split_by_patient
 from .image_folders import image_problem, nonempty
 from .raw_files import require_dir
 
@@ -38,6 +42,7 @@ CSV_NAMES = ("PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv",
 COLUMNS = ("ImageID", "ImageDir", "PatientID", "Projection", "Labels")
 FRONTAL_PROJECTIONS = frozenset({"PA", "AP", "AP_horizontal"})
 PAPER_PROJECTIONS = FRONTAL_PROJECTIONS | {"L", "COSTAL"}
+TRAIN_VAL = {"train": 0.9, "val": 0.1}
 
 PATHOLOGIES: tuple[str, ...] = tuple(sorted([
     "Air Trapping", "Aortic Atheromatosis", "Aortic Elongation", "Atelectasis", "Bronchiectasis",
@@ -56,6 +61,7 @@ SYNONYMS: dict[str, tuple[str, ...]] = {
     "Support Devices": ("device", "pacemaker"),
 }
 SPEC = DatasetSpec(NAME, "multilabel", PATHOLOGIES)
+_NEEDLES = {p: (p.lower(), *SYNONYMS.get(p, ())) for p in PATHOLOGIES}
 
 # Images listed in the CSV that are absent from the release or cannot be decoded: the union of
 # torchxrayvision's PC_Dataset list and the paper's loader list (same files, a few more).
@@ -116,15 +122,18 @@ def parse_findings(text: str, where: str) -> tuple[str, ...]:
 
 def pathology_labels(findings: Iterable[str]) -> tuple[int, ...]:
     """The 27-pathology vector: a class is positive when a term contains its name or a synonym."""
-    terms = [t.lower() for t in findings]
-    positives = [p for p in PATHOLOGIES
-                 if any(needle in term for needle in (p.lower(), *SYNONYMS.get(p, ())) for term in terms)]
-    return multi_hot(PATHOLOGIES, positives)
+    terms = "\n".join(t.lower() for t in findings)  # no needle holds a newline: no match spans two terms
+    return multi_hot(PATHOLOGIES, [p for p, needles in _NEEDLES.items() if any(n in terms for n in needles)])
 
 
-def _image_file(raw: Path, image_dir: str, image_id: str) -> Path:
-    nested = raw / image_dir / image_id
-    return nested if nested.exists() or not (raw / image_id).exists() else raw / image_id
+def _image_file(raw: Path, image_dir: str, image_id: str, where: str) -> Path:
+    """``<ImageDir>/<ImageID>`` below ``raw``, or ``<ImageID>`` directly below it (the flat layout)."""
+    try:
+        folder, name = raw.joinpath(*relative_parts(image_dir, "ImageDir")), relative_parts(image_id, "ImageID")
+    except PrepareError as err:
+        raise PrepareError(f"{where}: {err}") from None
+    nested, flat = folder.joinpath(*name), raw.joinpath(*name)
+    return nested if nested.exists() or not flat.exists() else flat
 
 
 def read_images(raw: Path, log: Reconciliation, name: str,
@@ -137,14 +146,15 @@ def read_images(raw: Path, log: Reconciliation, name: str,
         log.row()
         image_id, projection, labels = row["ImageID"].strip(), row["Projection"].strip(), row["Labels"].strip()
         ref = f"{table.name}:{image_id}"
-        path = _image_file(raw, row["ImageDir"].strip(), image_id)
+        path = _image_file(raw, row["ImageDir"].strip(), image_id, f"{table} line {line}")
         if views is not None and projection not in views:
             log.skip(ref, f"projection {projection or 'blank'} not in {'/'.join(sorted(views))}")
-        elif not labels or labels.lower() == "nan":  # the release writes "nan" for unlabelled reports
+            continue
+        if not labels or labels.lower() == "nan":  # the release writes "nan" for unlabelled reports
             log.skip(ref, "no labels (blank Labels)")
-        elif not (findings := parse_findings(labels, f"{table} line {line}")):
-            log.skip(ref, f"blank label list {labels}")
-        elif image_id in BROKEN_FILES:
+            continue
+        findings = parse_findings(labels, f"{table} line {line}")
+        if image_id in BROKEN_FILES:
             log.skip(ref, "known broken file")
         elif problem := image_problem(path):
             log.skip(ref, problem)
@@ -153,10 +163,15 @@ def read_images(raw: Path, log: Reconciliation, name: str,
     return images
 
 
+def patient_splits(images: Iterable[PadChestImage]) -> dict[str, str]:
+    """PadChest's split of these images' patients (patient -> "train" / "val"): PadChest-Cl
+    takes its own from it, so that no image of its test split is in PadChest's train split."""
+    return split_by_patient([im.patient for im in images], TRAIN_VAL)
+
+
 @register_converter(NAME, DESCRIPTION, markers=CSV_NAMES)
 def read(raw: Path, log: Reconciliation, *,
          views: frozenset[str] | None = PAPER_PROJECTIONS) -> tuple[DatasetSpec, Iterable[Sample]]:
     images = read_images(raw, log, NAME, views)
     samples = [Sample(im.key, "", im.path, pathology_labels(im.findings), NAME, im.patient) for im in images]
-    samples = list(nonempty(samples, raw))
-    return SPEC, assign_splits(samples, split_by_patient([s.patient for s in samples], TRAIN_VAL_TEST))
+    return SPEC, assign_splits(list(nonempty(samples, raw)), patient_splits(images))

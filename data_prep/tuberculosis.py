@@ -2,23 +2,30 @@
 
 The label is the last digit of the file name: ``CHNCXR_0001_0.png`` (Shenzhen) and
 ``MCUCXR_0001_0.png`` (Montgomery), ``_1`` = tuberculosis. PNGs are found anywhere below
-the raw folder: the NLM layout (``ChinaSet_AllFiles/CXR_png/``, ``MontgomerySet/CXR_png/``),
-Kaggle's nested copy, or one flat folder as the paper used. Montgomery's lung masks
+the raw folder, linked folders included: the NLM layout (``ChinaSet_AllFiles/CXR_png/``,
+``MontgomerySet/CXR_png/``), Kaggle's nested copy, or one flat folder. Montgomery's lung masks
 (``ManualMask/leftMask/`` ...) reuse the radiograph file names and are skipped.
-Each file name id is one patient; the split is 85 % train / 15 % test, as the paper's code
-(``transfer_learning/datasets/tuberculosis.py``: ``RATIO_TRAIN = 0.85`` of each set, shuffled
-per image), here patient-level, seeded and stratified by set and label; there is no val split.
+
+The split is the paper's code's (``transfer_learning/datasets/tuberculosis.py``, one dataset
+per set's ``CXR_png`` folder): per set, the file names sorted, shuffled by
+``numpy.random.RandomState(42)``, the first ``int(0.85 * n)`` train and the rest test; given
+the same files, the same images are tested. Each image is its own patient (one radiograph per
+file id), so this per-image split is patient-level too. There is no val split.
 """
 from __future__ import annotations
 
+import dataclasses
 import re
+from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
+
+import numpy as np
 
 from xferscale.data.converters import register_converter
 from xferscale.data.records import DatasetSpec, PrepareError, Reconciliation, Sample
 
-from .common import assign_splits, split_by_patient
+from .common import NOT_ENTERED, walk_files
 from .image_folders import image_problem, nonempty
 from .raw_files import require_dir
 
@@ -29,7 +36,7 @@ CLASSES = ("normal", "tuberculosis")
 SPEC = DatasetSpec(NAME, "multiclass", CLASSES)
 FILE_NAME = re.compile(r"^(?P<patient>(?P<set>CHNCXR|MCUCXR)_\d+)_(?P<label>[01])\.png$", re.IGNORECASE)
 SET_NAMES = {"CHNCXR": "shenzhen", "MCUCXR": "montgomery"}
-TRAIN_TEST = {"train": 0.85, "test": 0.15}
+RATIO_TRAIN, SEED = 0.85, 42  # the paper's code's constants
 
 
 def _is_mask(path: Path, raw: Path) -> bool:
@@ -39,7 +46,10 @@ def _is_mask(path: Path, raw: Path) -> bool:
 @register_converter(NAME, DESCRIPTION)
 def read(raw: Path, log: Reconciliation) -> tuple[DatasetSpec, Iterable[Sample]]:
     require_dir(raw, DESCRIPTION)
-    files = sorted(raw.rglob("*.png"), key=lambda p: p.relative_to(raw).as_posix())
+    files, not_entered = walk_files(raw, ".png")
+    for folder in not_entered:
+        log.row()
+        log.skip(folder.relative_to(raw).as_posix(), NOT_ENTERED)
     if not any(FILE_NAME.match(p.name) for p in files):
         raise PrepareError(f"{raw}: no CHNCXR_NNNN_L.png or MCUCXR_NNNN_L.png files below it")
     samples: list[Sample] = []
@@ -60,6 +70,19 @@ def read(raw: Path, log: Reconciliation) -> tuple[DatasetSpec, Iterable[Sample]]
             seen.add(path.name.upper())
             patient = match["patient"].upper()
             samples.append(Sample(ref, "", path, (int(match["label"]),), SET_NAMES[match["set"].upper()], patient))
-    samples = list(nonempty(samples, raw))
-    stratum = {s.patient: (s.source, s.labels[0]) for s in samples}
-    return SPEC, assign_splits(samples, split_by_patient(stratum, TRAIN_TEST, strata=stratum))
+    return SPEC, split_as_the_paper(list(nonempty(samples, raw)))
+
+
+def split_as_the_paper(samples: list[Sample]) -> list[Sample]:
+    """Per set: file names sorted, permuted by ``RandomState(SEED)``, the first 85 % train."""
+    by_set: dict[str, list[Sample]] = defaultdict(list)
+    for s in samples:
+        by_set[s.source].append(s)
+    split_of: dict[str, str] = {}
+    for members in by_set.values():
+        members.sort(key=lambda s: s.image.name)
+        order = np.random.RandomState(SEED).permutation(len(members))
+        n_train = int(len(members) * RATIO_TRAIN)
+        for rank, index in enumerate(order):
+            split_of[members[index].key] = "train" if rank < n_train else "test"
+    return [dataclasses.replace(s, split=split_of[s.key]) for s in samples]

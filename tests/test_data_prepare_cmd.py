@@ -190,7 +190,7 @@ def test_raw_may_name_the_parent_folder_where_it_is_unambiguous(tmp_path, capsys
     out = tmp_path / "out"
     assert main(["prepare", "chexpert", "--raw", str(tmp_path), "--out", str(out), "--no-progress"]) == 0
     assert f"chexpert: reading {release}" in capsys.readouterr().out
-    assert load_dataset_info(out).splits["test"].count > 0
+    assert load_dataset_info(out).splits["val"].count > 0
     shutil.copytree(release, tmp_path / "downloads" / "CheXpert-v1.0")  # two releases side by side
     assert main(["prepare", "chexpert", "--raw", str(tmp_path / "downloads"), "--out", str(tmp_path / "o2")]) == 2
     err = capsys.readouterr().err

@@ -12,6 +12,7 @@ from PIL import Image
 from xferscale.data.records import NEGATIVE as N, POSITIVE as P, UNKNOWN as U, PrepareError, Reconciliation
 from xferscale.data_prep import (chexpert, chexpert_mimic, chexpert_mimic_nih, chexpert_mimic_nih_padchest, covidx,
                                  mimic_cxr, nih, padchest, padchest_cl, tuberculosis)
+from xferscale.data_prep.common import NOT_ENTERED
 
 import xray_layouts as layouts
 
@@ -54,11 +55,13 @@ def drop_column(path: Path, column: str) -> None:
 
 # ---------------------------------------------------------------- CheXpert
 def test_chexpert_labels_views_and_splits(tmp_path):
+    """As the paper's code: all of train.csv trains, valid.csv validates; PA/AP views only."""
     raw = layouts.chexpert_raw(tmp_path)
     spec, samples, log = convert(chexpert, raw)
     assert spec.task == "multilabel" and len(spec.classes) == 13 and "No Finding" not in spec.classes
-    assert log.rows_read == 27
-    assert log.skip_reasons() == Counter({"lateral view": 1, "no known label": 1, "image file missing": 1})
+    assert log.rows_read == 29
+    assert log.skip_reasons() == Counter({"lateral view": 1, "frontal view LL not in AP/PA": 1,
+                                          "frontal view RL not in AP/PA": 1, "image file missing": 1})
     s = by_key(samples)
     healthy = s["train/patient00001/study1/view1_frontal.jpg"]
     # No Finding = 1 makes every pathology negative (even an uncertain one), Support Devices too (the paper's code).
@@ -67,10 +70,11 @@ def test_chexpert_labels_views_and_splits(tmp_path):
     assert uncertain.labels == vector(spec, Cardiomegaly=U, Edema=P, Pneumothorax=N)
     assert uncertain.patient == "patient00002" and uncertain.source == "chexpert"
     assert uncertain.image == raw / "train/patient00002/study1/view1_frontal.jpg" and uncertain.image.is_file()
+    # A row with no known label is kept (masked from the loss), as the code keeps it.
+    assert s["train/patient00003/study1/view1_frontal.jpg"].labels == (U,) * 13
     valid = s["valid/patient64541/study1/view1_frontal.jpg"]
-    assert valid.split == "test" and valid.labels == vector(spec, Pleural_Effusion=P, Support_Devices=N)
-    counts = Counter(x.split for x in samples)
-    assert counts["test"] == 1 and counts["val"] >= 1 and counts["train"] > counts["val"]
+    assert valid.split == "val" and valid.labels == vector(spec, Pleural_Effusion=P, Support_Devices=N)
+    assert Counter(x.split for x in samples) == Counter({"train": 24, "val": 1})  # nothing carved, no test
     assert_patient_disjoint(samples)
 
 
@@ -89,6 +93,21 @@ def test_chexpert_named_errors(tmp_path):
     (raw / "valid.csv").unlink()
     with pytest.raises(PrepareError, match=r"valid\.csv"):
         chexpert.read(raw, Reconciliation())
+
+
+@pytest.mark.parametrize("outside, problem", [(True, "is absolute"), (False, "has a '..' part")])
+def test_chexpert_path_outside_the_release_is_one_named_error(tmp_path, outside, problem):
+    raw = layouts.chexpert_raw(tmp_path)
+    row = "CheXpert-v1.0-small/train/patient00010/study1/view1_frontal.jpg"
+    # An existing image outside the release, named absolute or by climbing out of it.
+    image = layouts.write_image(tmp_path / "outside" / "patient00010" / "study1" / "view1_frontal.jpg")
+    path = str(image) if outside else "CheXpert-v1.0-small/../outside/patient00010/study1/view1_frontal.jpg"
+    table = raw / "train.csv"
+    table.write_text(table.read_text().replace(row, path, 1))
+    with pytest.raises(PrepareError) as caught:
+        list(chexpert.read(raw, Reconciliation())[1])
+    message = str(caught.value)
+    assert message.startswith(f"{table} line ") and f"Path {path!r} {problem}" in message and "\n" not in message
 
 
 def test_chexpert_unparseable_label(tmp_path):
@@ -133,22 +152,37 @@ def test_mimic_plain_csv_and_named_errors(tmp_path):
 
 # ---------------------------------------------------------------- NIH ChestX-ray14
 @pytest.mark.parametrize("v2020", [False, True])
-def test_nih_official_test_list_and_patient_val(tmp_path, v2020):
+def test_nih_trains_on_train_val_and_validates_on_the_test_list(tmp_path, v2020):
     raw = layouts.nih_raw(tmp_path, v2020=v2020)
     spec, samples, log = convert(nih, raw)
     assert len(spec.classes) == 14 and "Effusion" in spec.classes and "No Finding" not in spec.classes
     assert log.rows_read == 42
     assert log.skip_reasons() == Counter({"image in neither split list": 1, "image file missing": 1})
     s = {Path(x.key).name: x for x in samples}
-    test = {name for name, x in s.items() if x.split == "test"}
-    assert test == set((raw / "test_list.txt").read_text().split())
+    # As the paper's code: the official test list is what it validates on; train_val is all train.
+    assert {name for name, x in s.items() if x.split == "val"} == set((raw / "test_list.txt").read_text().split())
+    assert {name for name, x in s.items() if x.split == "train"} == set(
+        (raw / "train_val_list.txt").read_text().split()) - {"00000022_000.png"}
     assert s["00000004_000.png"].labels == tuple(P if c in ("Cardiomegaly", "Effusion") else N for c in spec.classes)
     assert s["00000002_000.png"].labels == tuple(P if c == "Pleural_Thickening" else N for c in spec.classes)
     assert s["00000003_000.png"].labels == tuple(P if c in ("Infiltration", "Mass", "Nodule") else N
                                                  for c in spec.classes)
     assert s["00000001_000.png"].labels == (N,) * 14  # No Finding
-    assert {x.split for x in samples} == {"train", "val", "test"}
+    assert {x.split for x in samples} == {"train", "val"}
     assert_patient_disjoint(samples)
+
+
+def test_nih_reads_linked_image_folders_and_counts_a_loop(tmp_path):
+    raw = layouts.nih_raw(tmp_path)
+    expected = {x.key: x.labels for x in convert(nih, raw)[1]}
+    # The Kaggle folders often live on another file system, linked in; a link back up makes a loop.
+    (raw / "images_002").rename(tmp_path / "elsewhere")
+    (raw / "images_002").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (raw / "images_001" / "images" / "again").symlink_to(raw / "images_001", target_is_directory=True)
+    _, samples, log = convert(nih, raw)
+    assert {x.key: x.labels for x in samples} == expected
+    assert [(k.ref, k.reason) for k in log.skips if k.reason == NOT_ENTERED] == [
+        ("images_001/images/again", NOT_ENTERED)]
 
 
 def test_nih_named_errors(tmp_path):
@@ -173,20 +207,21 @@ def test_padchest_multilabel(tmp_path):
     assert log.rows_read == len(layouts.PADCHEST_ROWS)
     assert log.skip_reasons() == Counter({"projection EXCLUDE not in AP/AP_horizontal/COSTAL/L/PA": 1,
                                           "no labels (blank Labels)": 2, "known broken file": 1,
-                                          "image file missing": 1, "blank label list ['']": 1})
+                                          "image file missing": 1})
     s = {Path(x.key).name: x for x in samples}
     pos = lambda x: {c for c, v in zip(spec.classes, x.labels) if v == P}  # noqa: E731
     assert pos(s["a1_00-000-001.png"]) == {"Cardiomegaly", "Effusion"}  # ' pleural effusion' has a blank
     assert pos(s["a3_00-000-004.png"]) == {"Effusion"}
     assert pos(s["a4_00-000-005.png"]) == {"Infiltration"}  # synonym; 'NSG tube' is not a class
     assert pos(s["a2_00-000-003.png"]) == set() and U not in s["a2_00-000-003.png"].labels
-    assert "a5_00-000-006.png" not in s  # a blank label list is not an all-negative ("normal") image
+    # The release's blank label list ['']: the paper's loader keeps it, and its substring search finds nothing.
+    assert s["a5_00-000-006.png"].labels == (N,) * 27
     assert pos(s["a1_00-000-002.png"]) == {"Cardiomegaly"} and pos(s["c1_00-000-020.png"]) == {"Fracture"}
     assert pos(s["c3_00-000-022.png"]) == {"Consolidation", "Infiltration"}
     image = s["a1_00-000-001.png"].image
     assert image == raw / "0" / "a1_00-000-001.png" and Image.open(image).mode.startswith("I;16")
     assert s["a1_00-000-001.png"].patient == "pat01"
-    assert {x.split for x in samples} == {"train", "val", "test"}
+    assert {x.split for x in samples} == {"train", "val"}  # 90 / 10 as the code; it validates on the 10 %
     assert_patient_disjoint(samples)
     assert convert(padchest, raw)[1] == samples
 
@@ -196,7 +231,7 @@ def test_padchest_flat_layout_and_all_views(tmp_path):
     for png in list(raw.glob("*/*.png")):
         png.rename(raw / png.name)
     _, samples, log = convert(padchest, raw, views=None)
-    assert "image file missing" in log.skip_reasons() and len(samples) == len(layouts.PADCHEST_ROWS) - 5
+    assert "image file missing" in log.skip_reasons() and len(samples) == len(layouts.PADCHEST_ROWS) - 4
     assert all(x.image.parent == raw for x in samples)
 
 
@@ -214,6 +249,20 @@ def test_padchest_named_errors(tmp_path):
         padchest.read(raw, Reconciliation())
 
 
+@pytest.mark.parametrize("column, value, problem", [("ImageID", "../../outside.png", "has a '..' part"),
+                                                     ("ImageDir", "/tmp", "is absolute")])
+def test_padchest_image_outside_the_raw_folder_is_one_named_error(tmp_path, column, value, problem):
+    raw = layouts.padchest_raw(tmp_path)
+    layouts.write_image(tmp_path / "outside.png", bits=16)
+    table = raw / layouts.PADCHEST_CSV
+    with open(table, newline="") as f:
+        rows = list(csv.DictReader(f))
+    rows[2][column] = value
+    layouts.write_csv(table, layouts.PADCHEST_HEADER, rows)
+    with pytest.raises(PrepareError, match=rf"labels_160K_01\.02\.19\.csv line 4: {column} {value!r} {problem}"):
+        padchest.read(raw, Reconciliation())
+
+
 def test_padchest_cl_exactly_one_pathology(tmp_path):
     """The paper's SingleLabelFromMultiLabel: one of the 27 pathologies positive; 'normal' is dropped."""
     raw = layouts.padchest_raw(tmp_path)
@@ -221,9 +270,9 @@ def test_padchest_cl_exactly_one_pathology(tmp_path):
     assert spec.task == "multiclass"
     assert spec.classes == ("Cardiomegaly", "Effusion", "Fracture", "Infiltration", "Scoliosis")
     reasons = log.skip_reasons()
-    assert reasons["none of the 27 pathologies"] == 12  # 'normal' (x11) and 'exclude'
+    assert reasons["none of the 27 pathologies"] == 13  # 'normal' (x11), 'exclude' and the blank list ['']
     assert reasons["several of the 27 pathologies"] == 2  # cardiomegaly + effusion; consolidation
-    assert reasons["blank label list ['']"] == 1 and reasons["known broken file"] == 1
+    assert reasons["known broken file"] == 1
     s = {Path(x.key).name: x for x in samples}
     assert s["a3_00-000-004.png"].labels == (spec.classes.index("Effusion"),)  # loculated pleural effusion
     assert s["a4_00-000-005.png"].labels == (spec.classes.index("Infiltration"),)  # synonym; NSG tube is none
@@ -232,32 +281,69 @@ def test_padchest_cl_exactly_one_pathology(tmp_path):
     assert s["b10_01-000-000.png"].labels == (spec.classes.index("Scoliosis"),)  # ' scoliosis' stripped
     assert "a2_00-000-003.png" not in s  # normal
     assert_patient_disjoint(samples)
-    by_split = {split: {x.labels for x in samples if x.split == split} for split in ("train", "test")}
-    scoliosis = (spec.classes.index("Scoliosis"),)
-    assert scoliosis in by_split["train"] and scoliosis in by_split["test"]  # stratified
+    assert {x.split for x in samples} == {"train", "test"}  # no val
 
 
-def test_padchest_cl_on_the_real_label_table(tmp_path):
-    """The real table that ships with torchxrayvision (no images): counts as the README states."""
+def test_padchest_cl_is_cut_from_padchests_own_split(tmp_path):
+    """As the paper's code: PadChest's train images are PadChest-Cl's train, its val images the test,
+    so no PadChest-Cl test image is one PadChest trains on, whichever views both keep."""
+    raw = layouts.padchest_raw(tmp_path)
+    for views in ({}, {"views": None}, {"views": frozenset({"PA"})}):
+        _, single, _ = convert(padchest_cl, raw, **views)
+        padchest_split = {x.key: x.split for x in convert(padchest, raw, **views)[1]}
+        assert {x.split for x in single} == {"train", "test"}
+        assert all({"train": "train", "val": "test"}[padchest_split[x.key]] == x.split for x in single)
+
+
+def real_table(name: str) -> Path:
+    """A metadata table that ships with torchxrayvision (no images)."""
+    torchxrayvision = pytest.importorskip("torchxrayvision")
+    return Path(torchxrayvision.__file__).parent / "data" / name
+
+
+def test_padchest_on_the_real_label_table(tmp_path):
+    """The real table: the rows the paper's loader keeps (160,709), 90 % per patient to train;
+    PadChest-Cl's test images are none of PadChest's training images."""
     import shutil
 
-    import torchxrayvision
-
-    table = Path(torchxrayvision.__file__).parent / "data" / layouts.PADCHEST_CSV_GZ
+    table = real_table(layouts.PADCHEST_CSV_GZ)
     raw = tmp_path / "PadChest"
     raw.mkdir()
     shutil.copy(table, raw / table.name)
-    log = Reconciliation()
     with pytest.MonkeyPatch.context() as mp:  # no images on disk: every row's image is taken as present
         mp.setattr(padchest, "image_problem", lambda path: None)
-        spec, samples = padchest_cl.read(raw, log)
-    reasons = log.skip_reasons()
-    assert reasons["blank label list ['']"] == 777
-    assert len(samples) == 41540 and len(spec.classes) == 26 and "Consolidation" not in spec.classes
-    assert len({s.patient for s in samples}) == 21159
+        _, single, single_log = convert(padchest_cl, raw)
+        _, samples, log = convert(padchest, raw)
+    assert len(samples) == 160_709 and log.skip_reasons() == Counter({
+        "known broken file": 30, "no labels (blank Labels)": 103,
+        "projection UNK not in AP/AP_horizontal/COSTAL/L/PA": 8,
+        "projection EXCLUDE not in AP/AP_horizontal/COSTAL/L/PA": 11})
+    assert Counter(s.split for s in samples) == Counter({"train": 144_574, "val": 16_135})  # the code: 144,638
     assert_patient_disjoint(samples)
-    test_classes = {s.labels[0] for s in samples if s.split == "test"}
-    assert test_classes == set(range(26))  # every class has test images: every AUC is defined
+    # PadChest-Cl: the single-label images, cut from PadChest's split (train -> train, val -> test).
+    assert len(single) == 41_540 and len({s.patient for s in single}) == 21_159
+    assert Counter(s.split for s in single) == Counter({"train": 37_350, "test": 4_190})  # the code: 37,387 / 4,153
+    assert single_log.skip_reasons()["none of the 27 pathologies"] == 77_871
+    assert_patient_disjoint(single)
+    padchest_train = {s.key for s in samples if s.split == "train"}
+    assert not {s.key for s in single if s.split == "test"} & padchest_train  # no test image pre-trained on
+    classes = {s.labels[0] for s in single}
+    assert len(classes) == 26 and {s.labels[0] for s in single if s.split == "test"} == classes  # every AUC defined
+
+
+def test_chexpert_on_the_real_label_table(tmp_path):
+    """The real train.csv: the paper's code trains on its 191,010 PA/AP rows."""
+    raw = tmp_path / "CheXpert-v1.0-small"
+    raw.mkdir()
+    (raw / "train.csv").write_bytes(gzip.decompress(real_table("chexpert_train.csv.gz").read_bytes()))
+    (raw / "valid.csv").write_text(",".join(layouts.CHEXPERT_HEADER) + "\n")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(chexpert, "image_problem", lambda path: None)
+        _, frontal, log = convert(chexpert, raw)
+    assert log.rows_read == 223_414 and len(frontal) == 191_010 and {s.split for s in frontal} == {"train"}
+    assert log.skip_reasons() == Counter({"lateral view": 32_387, "frontal view LL not in AP/PA": 16,
+                                          "frontal view RL not in AP/PA": 1})
+    assert sum(1 for s in frontal if all(v == U for v in s.labels)) == 1_984  # kept, masked from the loss
 
 
 # ---------------------------------------------------------------- COVIDx
@@ -273,7 +359,8 @@ def test_covidx_cxr2_binary_with_sources(tmp_path):
     assert s["train/img3.png"].labels == (1,) and s["train/img4.png"].labels == (0,)
     assert s["train/img3.png"].source == "ricord" and s["train/img3.png"].patient == "ricord:3"
     assert s["test/t1.png"].split == "test" and s["test/t1.png"].image == raw / "test" / "t1.png"
-    assert Counter(x.split for x in samples) == Counter({"train": 26, "val": 3, "test": 2})
+    # The lists as they are, as the paper's code: nothing carved out of train.txt.
+    assert Counter(x.split for x in samples) == Counter({"train": 29, "test": 2})
     assert_patient_disjoint(samples)
 
 
@@ -315,6 +402,15 @@ def test_covidx_label_file_quirks_of_the_real_releases(tmp_path):
     assert_patient_disjoint(samples)
 
 
+def test_covidx_file_outside_the_raw_folder_is_one_named_error(tmp_path):
+    raw = layouts.covidx_raw(tmp_path, {"train": [("1", "a.png", "positive", "rsna")],
+                                        "test": [("2", "b.png", "negative", "rsna")]})
+    layouts.write_image(tmp_path / "outside.png")
+    (raw / "test.txt").write_text("2 ../../outside.png negative rsna\n")
+    with pytest.raises(PrepareError, match=r"test\.txt line 1: file name '\.\./\.\./outside\.png' has a '\.\.' part"):
+        covidx.read(raw, Reconciliation())
+
+
 def test_covidx_named_errors(tmp_path):
     raw = layouts.covidx_raw(tmp_path, {"train": [("1", "a.png", "positive", "rsna")],
                                         "test": [("2", "b.png", "negative", "rsna")]})
@@ -327,7 +423,7 @@ def test_covidx_named_errors(tmp_path):
 
 
 # ---------------------------------------------------------------- Tuberculosis
-def test_tuberculosis_file_name_labels_and_stratified_patient_split(tmp_path):
+def test_tuberculosis_file_name_labels_and_skips(tmp_path):
     raw = layouts.tuberculosis_raw(tmp_path)
     spec, samples, log = convert(tuberculosis, raw)
     assert spec.classes == ("normal", "tuberculosis")
@@ -339,14 +435,52 @@ def test_tuberculosis_file_name_labels_and_stratified_patient_split(tmp_path):
     assert s["ChinaSet_AllFiles/CXR_png/CHNCXR_0001_1.png"].labels == (1,)
     assert s["MontgomerySet/CXR_png/MCUCXR_0002_0.png"].labels == (0,)
     assert s["MontgomerySet/CXR_png/MCUCXR_0002_0.png"].patient == "MCUCXR_0002"
-    # 85 % train / 15 % test as the paper's code, stratified by set and label; no val split.
-    strata = Counter((x.source, x.labels, x.split) for x in samples)
-    assert {x.split for x in samples} == {"train", "test"}
-    for source in ("shenzhen", "montgomery"):
-        for label in ((0,), (1,)):
-            assert strata[(source, label, "train")] + strata[(source, label, "test")] == 10
-            assert strata[(source, label, "test")] in (1, 2), strata
+    # int(0.85 * 20) = 17 train per set; no val split.
+    assert Counter((x.source, x.split) for x in samples) == Counter({
+        ("shenzhen", "train"): 17, ("shenzhen", "test"): 3, ("montgomery", "train"): 17, ("montgomery", "test"): 3})
     assert convert(tuberculosis, raw)[1] == samples
+
+
+def papers_tuberculosis_test_files(folder: Path) -> list[str]:
+    """The paper's ``Tuberculosis(folder, train=False)`` file list, written from its code's text:
+    ``files = sorted(glob(os.path.join(folder, "*.png")))``, ``RandomState(42).shuffle(files)``,
+    ``files[int(len(files) * 0.85):]``."""
+    import os
+    from glob import glob
+
+    from numpy.random import RandomState
+
+    files = sorted(glob(os.path.join(folder, "*.png")))
+    RandomState(42).shuffle(files)
+    return [os.path.basename(f) for f in files[int(len(files) * 0.85):]]
+
+
+def test_tuberculosis_tests_the_images_the_papers_code_tests(tmp_path):
+    import random
+
+    rng = random.Random(7)  # ids with gaps, labels mixed, as in the release (662 and 138 images there)
+    names = {"ChinaSet_AllFiles": [f"CHNCXR_{i:04d}_{rng.randint(0, 1)}.png" for i in rng.sample(range(1, 700), 47)],
+             "MontgomerySet": [f"MCUCXR_{i:04d}_{rng.randint(0, 1)}.png" for i in rng.sample(range(1, 400), 26)]}
+    raw = layouts.tuberculosis_sets(tmp_path, names)
+    _, samples, _ = convert(tuberculosis, raw)
+    for folder in names:
+        expected = papers_tuberculosis_test_files(raw / folder / "CXR_png")
+        ours = {x.image.name for x in samples if x.split == "test" and x.key.startswith(folder)}
+        assert ours == set(expected) and len(expected) == len(names[folder]) - int(len(names[folder]) * 0.85)
+    assert {x.split for x in samples} == {"train", "test"}
+    assert_patient_disjoint(samples)  # one image per patient: per image is per patient
+
+
+def test_tuberculosis_follows_linked_folders_once(tmp_path):
+    raw = layouts.tuberculosis_raw(tmp_path)
+    expected = {x.key: x.split for x in convert(tuberculosis, raw)[1]}
+    # Montgomery unpacked elsewhere and linked in; a link back to the top makes a loop.
+    (raw / "MontgomerySet").rename(tmp_path / "Montgomery")
+    (raw / "MontgomerySet").symlink_to(tmp_path / "Montgomery", target_is_directory=True)
+    (raw / "ChinaSet_AllFiles" / "CXR_png" / "top").symlink_to(raw, target_is_directory=True)
+    _, samples, log = convert(tuberculosis, raw)
+    assert {x.key: x.split for x in samples} == expected and len(samples) == 40
+    assert [k.ref for k in log.skips if k.reason == NOT_ENTERED] == ["ChinaSet_AllFiles/CXR_png/top"]
 
 
 def test_tuberculosis_empty_folder_is_an_error(tmp_path):
@@ -376,8 +510,16 @@ def test_concat_of_all_four_relabels_on_the_shared_classes(tmp_path):
     assert nih_sample.patient == "nih:4"
     assert s["padchest/0/a1_00-000-001.png"].labels == (N, P, N, N, P, N, N)
     assert Counter(x.source for x in samples).keys() == {"chexpert", "mimic_cxr", "nih", "padchest"}
-    assert [k.ref for k in log.skips if k.reason == "no known label among the shared classes"] == [
-        "chexpert/train/patient00005/study1/view1_frontal.jpg"]
+    # No known label among the shared classes: kept, masked from the loss, as the paper's code keeps it.
+    assert s["chexpert/train/patient00005/study1/view1_frontal.jpg"].labels == (U,) * 7
+    others = (("mimic_cxr", mimic_cxr), ("nih", nih), ("padchest", padchest))
+    member_samples = [convert(chexpert, raws["chexpert"], frontal_only=False)[1],
+                      *(convert(module, raws[name])[1] for name, module in others)]
+    assert len(samples) == sum(map(len, member_samples))  # every member sample, none dropped
+    # The val split is the union of the members' val splits (CheXpert valid.csv, MIMIC validate, NIH
+    # test list, PadChest's held-out 10 %); only MIMIC has a test split.
+    assert {x.source for x in samples if x.split == "val"} == {"chexpert", "mimic_cxr", "nih", "padchest"}
+    assert {x.source for x in samples if x.split == "test"} == {"mimic_cxr"}
     # The paper's config of this run keeps CheXpert's (and PadChest's) laterals; the smaller ones do not.
     assert "chexpert/train/patient00001/study1/view2_lateral.jpg" in s
     assert "padchest/0/a1_00-000-002.png" in s  # PadChest lateral

@@ -8,13 +8,17 @@ from xferscale.cli import main
 from xferscale.config import ConfigError, builtin_configs, load_config
 from xferscale.schedule import plan_for_size
 
-# Training-split sizes the converters give on the real releases (approximate, rounded down):
-# ImageNet-1k train; ImageNet-21k winter21; CheXpert frontal train less its 10 % val; MIMIC-CXR
-# frontal train; NIH train_val less 10 %; PadChest all kept views, 75 %.
+# Training-split sizes on the real releases, the paper's code's training sets: ImageNet-1k train;
+# ImageNet-21k winter21; CheXpert's PA/AP rows of train.csv, 191,010 (measured on the real table,
+# test_prep_medical.py::test_chexpert_on_the_real_label_table), 223,397 with the laterals the 4-set
+# keeps; MIMIC-CXR PA/AP train about 238,000 (not measured: its tables are credentialed; 243,334
+# PA/AP images in all, 97.8 % of MIMIC-CXR-JPG's images are in the train split); NIH train_val_list
+# 86,524; PadChest's 90 %, 144,574 per patient (the code: 144,638).
+CHEXPERT, CHEXPERT_ALL_VIEWS, MIMIC, NIH, PADCHEST = 191_010, 223_397, 238_000, 86_524, 144_574
 REAL_TRAIN_SIZES = {
-    "in1k": 1_281_000, "in21k": 13_150_000,
-    "chexpert": 170_000, "chexpert_mimic": 400_000, "chexpert_mimic_nih": 478_000,
-    "chexpert_mimic_nih_padchest": 620_000,
+    "in1k": 1_281_167, "in21k": 13_150_000,
+    "chexpert": CHEXPERT, "chexpert_mimic": CHEXPERT + MIMIC, "chexpert_mimic_nih": CHEXPERT + MIMIC + NIH,
+    "chexpert_mimic_nih_padchest": CHEXPERT_ALL_VIEWS + MIMIC + NIH + PADCHEST,
 }
 
 
@@ -38,14 +42,14 @@ def test_every_shipped_config_has_a_valid_schedule_at_the_real_size(name):
 def test_the_papers_text_settings_break_on_medical_sources_and_the_error_names_both_steps():
     text = ["train.global_batch=4096", "schedule.warmup_steps=5000", "schedule.warmup_epochs=null"]
     chexpert = _plan(load_config("r50x1_chexpert", text, require_data=False), REAL_TRAIN_SIZES["chexpert"])
-    assert chexpert.steps_per_epoch == 41  # all 90 epochs are warm-up
-    with pytest.raises(ConfigError, match=r"the run is 3690 steps but its warm-up is 5000 steps"):
+    assert chexpert.steps_per_epoch == 46  # all 90 epochs are warm-up
+    with pytest.raises(ConfigError, match=r"the run is 4140 steps but its warm-up is 5000 steps"):
         chexpert.check()
     mimic = _plan(load_config("r50x1_chexpert_mimic", text, require_data=False), REAL_TRAIN_SIZES["chexpert_mimic"])
-    assert mimic.steps_per_epoch == 97 and mimic.decay_steps[0] == 2910
-    with pytest.raises(ConfigError, match=r"warm-up ends at step 5000 but the first decay is at step 2910"):
+    assert mimic.steps_per_epoch == 104 and mimic.decay_steps[0] == 3120
+    with pytest.raises(ConfigError, match=r"warm-up ends at step 5000 but the first decay is at step 3120"):
         mimic.check()
-    short = load_config("r50x1_in1k", ["schedule.epochs=1"], require_data=False)
+    short = load_config("r50x1_in1k", ["schedule.epochs=1", *text[1:]], require_data=False)
     with pytest.raises(ConfigError, match=r"the run is 312 steps but its warm-up is 5000 steps"):
         _plan(short, 1_281_000).check()
 

@@ -61,26 +61,30 @@ def write_csv(path: Path, header: list[str], rows: list[dict], *, gz: bool = Fal
 
 
 # ---------------------------------------------------------------- CheXpert
-def chexpert_row(patient: int, study: int, view: str, split: str = "train", **labels: str) -> dict:
+def chexpert_row(patient: int, study: int, view: str, split: str = "train", projection: str = "AP",
+                 **labels: str) -> dict:
     lateral = view == "Lateral"
     name = f"view{2 if lateral else 1}_{'lateral' if lateral else 'frontal'}.jpg"
     row = {"Path": f"CheXpert-v1.0-small/{split}/patient{patient:05d}/study{study}/{name}", "Sex": "Female",
-           "Age": "68", "Frontal/Lateral": view, "AP/PA": "" if lateral else "AP"}
+           "Age": "68", "Frontal/Lateral": view, "AP/PA": "" if lateral else projection}
     row.update({k.replace("_", " "): v for k, v in labels.items()})
     return row
 
 
 def chexpert_raw(root: Path, *, missing: tuple[int, ...] = (4,)) -> Path:
-    """train: patient 1 healthy + lateral, 2 uncertain, 3 all blank, 4 missing image, 5 only
-    labels outside the medical intersection, 10-29 Atelectasis negative; valid: patient 64541 with Pleural Effusion."""
+    """train: patient 1 healthy + lateral, 2 uncertain (PA), 3 all blank, 4 missing image, 5 only
+    labels outside the medical intersection, 6 and 7 "frontal" with AP/PA = LL and RL (as 17 rows of
+    the real train.csv), 10-29 Atelectasis negative; valid: patient 64541 with Pleural Effusion."""
     raw = root / "CheXpert-v1.0-small"
     train = [
         chexpert_row(1, 1, "Frontal", No_Finding="1.0", Support_Devices="1.0", Edema="-1.0"),
         chexpert_row(1, 1, "Lateral", No_Finding="1.0"),
-        chexpert_row(2, 1, "Frontal", Cardiomegaly="-1.0", Edema="1.0", Pneumothorax="0.0"),
+        chexpert_row(2, 1, "Frontal", projection="PA", Cardiomegaly="-1.0", Edema="1.0", Pneumothorax="0.0"),
         chexpert_row(3, 1, "Frontal"),
         chexpert_row(4, 1, "Frontal", Edema="1.0"),
         chexpert_row(5, 1, "Frontal", Fracture="1.0", Support_Devices="1.0"),
+        chexpert_row(6, 1, "Frontal", projection="LL", Edema="1.0"),
+        chexpert_row(7, 1, "Frontal", projection="RL", Edema="0.0"),
         *(chexpert_row(p, 1, "Frontal", Atelectasis="0.0") for p in range(10, 30)),
     ]
     valid = [chexpert_row(64541, 1, "Frontal", "valid", Pleural_Effusion="1.0", Support_Devices="0.0")]
@@ -204,6 +208,8 @@ def covidx_raw(root: Path, splits: dict[str, list[CovidxEntry]], *, missing: tup
 
 # ---------------------------------------------------------------- Tuberculosis
 def tuberculosis_raw(root: Path, n_per_class: int = 10) -> Path:
+    """The NLM layout, 2 x n_per_class images per set, plus a mask, a stray copy, a read-me PNG and
+    an HTML page saved under a radiograph's name."""
     raw = root / "Tuberculosis"
     for i in range(1, 2 * n_per_class + 1):
         write_image(raw / "ChinaSet_AllFiles" / "CXR_png" / f"CHNCXR_{i:04d}_{i % 2}.png", seed=i)
@@ -212,4 +218,13 @@ def tuberculosis_raw(root: Path, n_per_class: int = 10) -> Path:
     write_image(raw / "flat_copy" / "CHNCXR_0001_1.png")
     write_image(raw / "ChinaSet_AllFiles" / "NLM-ChinaCXRSet-ReadMe.png")
     (raw / "ChinaSet_AllFiles" / "CXR_png" / "CHNCXR_0999_1.png").write_bytes(b"<html>download error</html>")
+    return raw
+
+
+def tuberculosis_sets(root: Path, names: dict[str, list[str]]) -> Path:
+    """The NLM layout with the given file names per set folder (``ChinaSet_AllFiles``, ``MontgomerySet``)."""
+    raw = root / "Tuberculosis"
+    for seed, (folder, files) in enumerate(names.items()):
+        for i, name in enumerate(files):
+            write_image(raw / folder / "CXR_png" / name, seed=1000 * seed + i)
     return raw
