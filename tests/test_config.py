@@ -23,6 +23,8 @@ def test_paper_config_loads_and_builds(name):
     assert cfg.name == name and cfg.train.precision == "amp_fp16" and cfg.optim.nesterov  # the paper's code
     if medical:  # the paper's code: 16 per GPU on 64 GPUs, warm-up 15 epochs
         assert cfg.train.global_batch == 1024 and cfg.schedule.warmup_epochs == 15 and cfg.schedule.warmup_steps is None
+    elif name.endswith("in1k"):  # the text's batch; the code's recipe (imagenet1k_bit*_optimized.yaml): 15 warm-up epochs
+        assert cfg.train.global_batch == 4096 and cfg.schedule.warmup_epochs == 15 and cfg.schedule.warmup_steps is None
     else:  # the paper's text
         assert cfg.train.global_batch == 4096 and cfg.schedule.warmup_steps == 5000
     if name.endswith("in21k"):

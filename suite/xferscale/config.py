@@ -40,6 +40,7 @@ class DataConfig:
     source: Literal["synthetic", "strokes", "prepared"] = "strokes"
     path: Optional[str] = None  # prepared dataset folder (xferscale prepare --out)
     split: str = "train"
+    val_split: str = "val"  # the held-out split of the same folder validated on (train.validate)
     backend: Literal["dali", "torch"] = "torch"
     pipeline: Literal["natural", "natural_randaugment", "xray", "eval", "finetune"] = "natural"
     image_size: int = 16
@@ -47,6 +48,7 @@ class DataConfig:
     prefetch: int = 2
     on_corrupt: Literal["error", "skip"] = "error"
     synthetic_samples: int = 1024  # images per epoch of the synthetic and strokes sources
+    val_samples: int = 128  # the strokes source's fixed held-out glyphs that train.validate evaluates
     precrop: Optional[int] = None  # finetune pipeline: resize side before the random crop (None: BiT pair)
     fewshot: Optional[int] = None  # train on this many examples per class (prepared data)
     fewshot_seed: int = 0  # which few-shot subset
@@ -88,6 +90,10 @@ class TrainConfig:
     checkpoint_every: int = 100  # steps; a checkpoint is also written at each epoch end
     warmup_exclude: int = 5  # steps excluded from throughput
     progress: bool = True
+    # Validate after every epoch and keep best.pt, the lowest validation loss (the paper's code,
+    # `logging.validate`). null: where the source has a held-out set (strokes, prepared), not on
+    # the synthetic source, whose evaluation samples are its training samples.
+    validate: Optional[bool] = None
 
 
 @dataclass
@@ -111,6 +117,13 @@ class ExperimentConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @property
+    def validates(self) -> bool:
+        """Whether the run validates after each epoch (``train.validate``, null resolved by the source)."""
+        if self.train.validate is not None:
+            return self.train.validate
+        return self.data.source != "synthetic"
 
 
 # ---------------------------------------------------------------------------------------
@@ -186,8 +199,57 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
         *parents, leaf = key.split(".")
         for part in parents:
             node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(raw) if raw else ""
+        try:
+            node[leaf] = parse_yaml(raw) if raw else ""
+        except yaml.YAMLError as err:
+            raise ConfigError(f"override {item!r}: not valid YAML: {yaml_problem(err)}") from None
     return nested
+
+
+# A config is a few kB; the bound and the refusal of aliases keep a hostile file from
+# expanding into gigabytes (nested aliases: the "billion laughs").
+MAX_CONFIG_BYTES = 1 << 20
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """``yaml.safe_load`` without aliases (``*name``): every value is written out where it is used."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, f"alias *{event.anchor} refused (a config repeats no "
+                                                          "node by reference; write the value out)", event.start_mark)
+        return super().compose_node(parent, index)
+
+
+def parse_yaml(text: str) -> Any:
+    """Plain YAML data (mappings, lists, scalars), aliases refused."""
+    return yaml.load(text, Loader=_NoAliasLoader)
+
+
+def yaml_problem(err: yaml.YAMLError) -> str:
+    """A YAML error in one line: where (line:column) and what."""
+    if isinstance(err, yaml.MarkedYAMLError) and err.problem_mark is not None and err.problem:
+        mark = err.problem_mark
+        return f"line {mark.line + 1}, column {mark.column + 1}: {' '.join(err.problem.split())}"
+    return " ".join(str(err).split())
+
+
+def read_yaml_file(path: Path) -> Any:
+    """A YAML file of at most :data:`MAX_CONFIG_BYTES`, aliases refused; errors name the file."""
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot be read: {err.strerror}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES >> 20} MiB, not a config")
+    try:
+        return parse_yaml(raw.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start})") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {yaml_problem(err)}") from None
 
 
 def builtin_configs() -> dict[str, Path]:
@@ -229,10 +291,7 @@ def load_config(
     if name_or_path:
         path = resolve_config_path(name_or_path)
         origin = str(path)
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML: {err}") from err
+        loaded = read_yaml_file(path) or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: top level must be a mapping of keys")
         data = loaded
@@ -284,6 +343,15 @@ def validate(cfg: ExperimentConfig, require_data: bool = True) -> None:
         raise ConfigError(f"data.fewshot: must be > 0 or null, got {cfg.data.fewshot}")
     if cfg.data.precrop is not None and cfg.data.precrop < cfg.data.image_size:
         raise ConfigError(f"data.precrop: must be >= data.image_size ({cfg.data.image_size}), got {cfg.data.precrop}")
+    if cfg.train.validate and cfg.data.source == "synthetic":
+        raise ConfigError("train.validate: the synthetic source has no held-out set (its evaluation samples are its "
+                          "training samples); set train.validate=false, or use data.source=strokes")
+    if cfg.validates and cfg.data.source == "strokes" and cfg.data.val_samples < cfg.train.global_batch:
+        raise ConfigError(f"data.val_samples: {cfg.data.val_samples} held-out glyphs are fewer than one global batch "
+                          f"({cfg.train.global_batch}); raise it, or set train.validate=false")
+    if cfg.validates and cfg.data.source == "prepared" and cfg.data.val_split == cfg.data.split:
+        raise ConfigError(f"data.val_split: {cfg.data.val_split!r} is the training split itself; validate on a "
+                          "held-out split, or set train.validate=false")
     if cfg.data.source == "prepared":
         if not cfg.data.path:
             raise ConfigError("data.path: required when data.source is 'prepared'")

@@ -2,7 +2,8 @@
 
 :class:`TrainStep` is the unit the benchmarks time: forward, backward, gradient sync,
 AGC, SGD. :class:`Trainer` adds the data, the schedule, logging, throughput measured on
-every rank, checkpoints and pre-emption handling around it.
+every rank, validation after each epoch with ``best.pt`` (:mod:`xferscale.validation`),
+checkpoints and pre-emption handling around it.
 """
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from xferscale.checkpoint import load_checkpoint, nonfinite_entries, rng_state, save_checkpoint, set_rng_state
+from xferscale.checkpoint import (
+    digest_path, load_checkpoint, nonfinite_entries, rng_state, save_checkpoint, set_rng_state,
+)
 from xferscale.config import ConfigError, ExperimentConfig, dump_config
 from xferscale.data.loader import Batches, build_loader
 from xferscale.distributed import (
@@ -29,6 +32,7 @@ from xferscale.optim import adaptive_clip_grad_, agc_parameters, build_sgd, set_
 from xferscale.precision import autocast_context, configure_matmul, make_grad_scaler
 from xferscale.preemption import StopRequest
 from xferscale.schedule import build_schedule, plan_schedule
+from xferscale.validation import BEST_NAME, ValidationResult, Validator
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -192,6 +196,13 @@ class Trainer:
         self.optimizer = self.step_fn.optimizer
         self.step = self.epoch = self.batch_in_epoch = 0
         self._window: _Window | None = None
+        self.best_path = self.out / BEST_NAME
+        self.validator = (Validator(cfg, self.env, self.local_batch, self.num_classes, cfg.model.channels_last)
+                          if cfg.validates else None)
+        self.best_val_loss: float | None = None
+        self.best_epoch: int | None = None
+        # an epoch trained but not yet validated: checkpointed, so a stop during validation redoes it on resume
+        self.pending_validation: int | None = None
 
     def _num_classes(self) -> int:
         dataset_classes = getattr(self.loader, "num_classes", None)
@@ -205,19 +216,30 @@ class Trainer:
         return wanted
 
     # -- checkpoints -------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
+    def weights_state(self) -> dict[str, Any]:
+        """The weights and what they were trained on: what transfer reads (``best.pt`` holds only this)."""
+        data = self.cfg.data
         return {
             "model": self.model.state_dict(),
             "model_name": self.cfg.model.name,
             "num_classes": self.num_classes,
             "task": self.loader.task,
             "train_samples": self.train_samples,
+            "train_data": {"path": str(Path(data.path).resolve()) if data.path else None, "split": data.split,
+                           "source": data.source},
             "config": self.cfg.to_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scaler": self.step_fn.scaler.state_dict() if self.step_fn.scaler else None,
             "step": self.step,
             "epoch": self.epoch,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            **self.weights_state(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.step_fn.scaler.state_dict() if self.step_fn.scaler else None,
             "batch_in_epoch": self.batch_in_epoch,
+            "validation": {"best_loss": self.best_val_loss, "best_epoch": self.best_epoch,
+                           "pending_epoch": self.pending_validation},
             "world_size": self.env.world_size,
             # every rank's generators: each rank draws its own augmentation and MixUp stream,
             # so resuming all ranks from rank 0's would change the run
@@ -254,9 +276,37 @@ class Trainer:
         if self.step_fn.scaler and state.get("scaler"):
             self.step_fn.scaler.load_state_dict(state["scaler"])
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+        validation = state.get("validation") or {}  # older checkpoints: none
+        self.best_val_loss, self.best_epoch = validation.get("best_loss"), validation.get("best_epoch")
+        self.pending_validation = validation.get("pending_epoch")
         saved = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]  # older checkpoints: rank 0's
         # at another world size the run cannot be the same anyway: each rank takes a saved stream
         set_rng_state(saved[self.env.rank % len(saved)])
+
+    def save_best(self, result: ValidationResult) -> None:
+        """``best.pt``: the weights of the lowest validation loss so far, with their validation."""
+        if self.env.is_main:
+            save_checkpoint(self.best_path, {**self.weights_state(), "selected_by": result.state()})
+        barrier(self.env)
+
+    def _validate(self, stop: StopRequest, meter: "_Throughput", log) -> bool:
+        """Validate the pending epoch; False if a stop request came first (it stays pending)."""
+        started = time.perf_counter()
+        result = self.validator.run(self.model, self.pending_validation, self.step, lambda: stop.signum is not None)
+        meter.exclude(time.perf_counter() - started)
+        if result is None:
+            return False
+        best = self.best_val_loss is None or result.loss < self.best_val_loss  # the first of equal losses, as the code
+        if best:
+            self.best_val_loss, self.best_epoch = result.loss, result.epoch
+            self.save_best(result)
+        self.pending_validation = None
+        if log:
+            log.write(json.dumps(result.record(best)) + "\n")
+            log.flush()
+        if self.env.is_main:
+            tqdm.write(result.line(best))
+        return True
 
     # -- the loop ----------------------------------------------------------------------
     def fit(self, resume: bool = False) -> dict[str, Any]:
@@ -264,10 +314,14 @@ class Trainer:
         if resume and self.checkpoint_path.exists():
             self.restore(load_checkpoint(self.checkpoint_path, map_location=env.device))
             summary_path = self.out / "summary.json"
-            if self.step >= self.total_steps and summary_path.is_file():  # a finished run keeps its summary
+            finished = self.step >= self.total_steps and self.pending_validation is None
+            if finished and summary_path.is_file():  # a finished run keeps its summary
                 summary = json.loads(summary_path.read_text())
                 summary.update(already_finished=True, stopped_by_signal=False)
                 return summary
+        elif env.is_main:  # a fresh run: a best.pt left by an earlier run in this folder is not this run's
+            for stale in (self.best_path, digest_path(self.best_path)):
+                stale.unlink(missing_ok=True)
         if env.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "config.yaml").write_text(dump_config(cfg))
@@ -280,6 +334,10 @@ class Trainer:
         stopped_by = None
         try:
             with StopRequest() as stop:
+                if self.pending_validation is not None:  # resumed where a stop interrupted the validation
+                    if not self._validate(stop, meter, log):
+                        stopped_by = stop.signum or "signal on another rank"
+                    self.save()
                 while self.step < self.total_steps and stopped_by is None:
                     for images, targets in self.loader.epoch(self.epoch, self.batch_in_epoch):
                         lr = self.schedule(self.step)
@@ -296,7 +354,7 @@ class Trainer:
                             self._check_finite(record)
                             poll.retune(record["images_per_s_total"], self.local_batch)
                             if log:
-                                log.write(json.dumps(record) + "\n")
+                                log.write(json.dumps({"kind": "train", **record}) + "\n")
                                 log.flush()
                             bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.3g}")
                             if stop_votes:
@@ -309,6 +367,11 @@ class Trainer:
                             self.save()
                     if self.batch_in_epoch >= self.steps_per_epoch:
                         self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+                        if self.validator is not None:
+                            self.pending_validation = self.epoch - 1
+                    if self.pending_validation is not None and stopped_by is None:
+                        if not self._validate(stop, meter, log):
+                            stopped_by = stop.signum or "signal on another rank"
                     self.save()
         finally:
             bar.close()
@@ -318,7 +381,9 @@ class Trainer:
         summary.update(steps=self.step, total_steps=self.total_steps, epoch=self.epoch,
                        checkpoint=str(self.checkpoint_path), stopped_by_signal=stopped_by is not None,
                        finished=stopped_by is None and self.step >= self.total_steps, model=cfg.model.name, world_size=env.world_size,
-                       global_batch=cfg.train.global_batch, precision=cfg.train.precision, loss=window.last_loss)
+                       global_batch=cfg.train.global_batch, precision=cfg.train.precision, loss=window.last_loss,
+                       best_checkpoint=str(self.best_path) if self.best_epoch is not None else None,
+                       best_epoch=self.best_epoch, best_val_loss=self.best_val_loss)
         if env.is_main:
             (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary
@@ -424,6 +489,12 @@ class _Throughput:
         elif self.seen >= self.warmup:  # the clock starts once the warm-up steps are done
             self._sync()
             self.t0 = time.perf_counter()
+
+    def exclude(self, seconds: float) -> None:
+        """Leave ``seconds`` spent outside training steps (validation) out of the rates."""
+        self.window_t += seconds
+        if self.t0 is not None:
+            self.t0 += seconds
 
     def window_rate(self) -> float:
         """This rank's images/s since the last call (the log line's figure)."""

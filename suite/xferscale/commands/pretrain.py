@@ -101,4 +101,7 @@ def run(args: argparse.Namespace) -> int:
             write_stop_marker(message)
         else:
             print(f"checkpoint: {summary['checkpoint']}")
+        if summary.get("best_checkpoint"):
+            print(f"best: {summary['best_checkpoint']} (lowest validation loss {summary['best_val_loss']:.4f}, "
+                  f"epoch {summary['best_epoch']}; what `xferscale transfer` starts from)")
     return 0

@@ -38,9 +38,12 @@ BASELINES = {"scratch": "the same network from random init, trained with the sam
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT,
-                        help="pre-training checkpoint (default: %(default)s, written by `xferscale pretrain`), "
-                             "or BiT's published weights: BiT-S/BiT-M .npz, timm's .safetensors/.pth "
-                             "(`xferscale weights list`)")
+                        help="pre-training run folder or its checkpoint.pt (default: %(default)s, written by "
+                             "`xferscale pretrain`): its best.pt (lowest validation loss) where the run validated, "
+                             "else checkpoint.pt; or any other checkpoint file, or BiT's published weights: "
+                             "BiT-S/BiT-M .npz, timm's .safetensors/.pth (`xferscale weights list`)")
+    parser.add_argument("--last-checkpoint", action="store_true",
+                        help="start from the run's checkpoint.pt (its last state) even where it kept a best.pt")
     parser.add_argument("--target", default="digits",
                         help="target name: 'digits' (built in), or a prepared dataset's name (cifar10, covidx, ...)")
     parser.add_argument("--data", help="prepared dataset folder of the target (default: data/prepared/TARGET)")
@@ -73,6 +76,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                         help="prepared-data loader workers (default: 4, at most one per CPU core)")
     parser.add_argument("--checkpoint-every", type=int, default=100, help="steps between resume states")
+    parser.add_argument("--allow-overlap", action="store_true",
+                        help="run even where the target's test images are in the checkpoint's pre-training set "
+                             "(recorded with each result as overlap); by default such a run stops")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace records made under another configuration instead of stopping")
     parser.add_argument("--no-report", action="store_true", help="do not write/print the report at the end")
@@ -107,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     from xferscale.report.results_report import write_results_report
     from xferscale.transfer.finetune import FineTuneError, FineTuneSettings, Preempted
     from xferscale.transfer.grid import run_grid
-    from xferscale.transfer.pretrained import CheckpointError, load_pretrained
+    from xferscale.transfer.pretrained import CheckpointError, describe_choice, load_pretrained, resolve_checkpoint
     from xferscale.transfer.targets import TargetError
 
     defaults = DEMO if args.target == "digits" and not args.data else PAPER
@@ -124,15 +130,16 @@ def run(args: argparse.Namespace) -> int:
     if problem := _unwritable(args.results):
         print(f"xferscale transfer: cannot write results under {args.results}: {problem}", file=sys.stderr)
         return 2
-    if not Path(args.checkpoint).is_file():
+    checkpoint = resolve_checkpoint(args.checkpoint, last=args.last_checkpoint)
+    if not checkpoint.is_file():
         hint = ("make it with `xferscale pretrain` (its default run writes it there)"
                 if args.checkpoint == DEFAULT_CHECKPOINT else "check the path, or pre-train with `xferscale pretrain`")
-        print(f"xferscale transfer: no checkpoint at {args.checkpoint}; {hint}", file=sys.stderr)
+        print(f"xferscale transfer: no checkpoint at {checkpoint}; {hint}", file=sys.stderr)
         return 2
     try:
         shots, seeds = parse_shots(shots_text), parse_seeds(seeds_text)
         baselines = parse_baselines(args.baselines or defaults["baselines"])
-        pretrained = load_pretrained(args.checkpoint, args.source)
+        pretrained = load_pretrained(checkpoint, args.source)
         target = _build_target(args)
         settings = FineTuneSettings(batch_size=args.batch_size, base_lr=base_lr, schedule_scale=scale,
                                     crop=crop, mixup=not args.no_mixup, precision=args.precision,
@@ -144,8 +151,9 @@ def run(args: argparse.Namespace) -> int:
         if rank == 0:
             full_rule = settings.rule_for(target.train_size("full", 0), target.spec)
             paper_rule = FineTuneSettings().rule_for(full_rule.train_size, target.spec)
-            print(f"transfer {pretrained.model_name} / {pretrained.source} ({args.checkpoint}) -> {target.spec.name} "
+            print(f"transfer {pretrained.model_name} / {pretrained.source} -> {target.spec.name} "
                   f"[{target.spec.metric}], shots {shots_text}, seeds {seeds_text}, results in {args.results}/")
+            print(f"checkpoint: {describe_choice(pretrained)}")
             if scale != 1.0 or crop is not None or base_lr != PAPER_BASE_LR:
                 print(f"NOTE: not the paper's scale: schedule x{scale} (--schedule-scale), crop "
                       f"{full_rule.crop} px (--crop), base LR {base_lr} (--base-lr); full-shot runs train "
@@ -153,12 +161,13 @@ def run(args: argparse.Namespace) -> int:
                       f"{paper_rule.crop} px and LR {PAPER_BASE_LR}. Recorded with each result.")
             for name in baselines:
                 print(f"baseline {name}: {BASELINES[name]}")
+        overlap = _overlap(target, pretrained, args.allow_overlap, rank)
         arms = _arms(pretrained, baselines)
         summary = None
         for start, method in arms:
             ran = run_grid(start, target, shots, seeds, settings, ResultStore(args.results), device,
                            rank=rank, world_size=world, overwrite=args.overwrite, method=method,
-                           extra_config={"launcher_world_size": world, "pid": os.getpid()})
+                           extra_config={"launcher_world_size": world, "pid": os.getpid(), "overlap": overlap})
             summary = ran if summary is None else summary.merged(ran)
     except Preempted as err:  # the state is saved; finished runs already have their records
         print(f"xferscale transfer: {err}", file=sys.stderr)
@@ -179,6 +188,24 @@ def run(args: argparse.Namespace) -> int:
             print(f"report: {len(report.files)} files in {report.out_dir}/ (full-shot tables beside the paper, "
                   f"figures, cells.csv); for all records: `xferscale report results {args.results}`")
     return 0
+
+
+def _overlap(target, pretrained, allow: bool, rank: int) -> dict | str:
+    """The leakage check of a prepared target against the checkpoint's pre-training set, as its
+    records carry it; overlap raises (one line) unless ``allow``. In-memory targets (the digits
+    demo) have no manifest: recorded as unchecked, without a note."""
+    from xferscale.transfer.leakage import check_overlap
+    from xferscale.transfer.targets import PreparedTarget
+
+    if not isinstance(target, PreparedTarget):
+        return "unchecked: an in-memory target (no manifest)"
+    found = check_overlap(target.path, pretrained.train_data, allow)
+    if rank == 0 and found.count is None:
+        print(f"NOTE: test/train overlap not checked: {found.unchecked}")
+    elif rank == 0 and found.count:
+        print(f"WARNING: {found.count} test image(s) of {target.path} are in the pre-training set "
+              f"(e.g. {' = '.join(found.example)}); running as --allow-overlap asks, recorded with each result")
+    return found.record(allow)
 
 
 def _unwritable(folder: Path) -> str | None:

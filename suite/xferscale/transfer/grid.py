@@ -151,7 +151,9 @@ def _run_one(pretrained: Pretrained, target: Target, run: PlannedRun, settings: 
         config_hash=run.config_hash,
         config={**run.config, **(extra_config or {}), "source_images": pretrained.source_images,
                 "model_params_m": pretrained.params_m,
-                "checkpoint": str(pretrained.path) if pretrained.path else None, "device": str(device), "started": started},
+                "checkpoint": str(pretrained.path) if pretrained.path else None,
+                "checkpoint_file": pretrained.path.name if pretrained.path else None,
+                "checkpoint_sha256": pretrained.sha256, "device": str(device), "started": started},
         detail={**m.to_dict(), "final_train_loss": out.final_loss, "resumed_from_step": out.resumed_from,
                 "train_size": out.rule.train_size},
     )

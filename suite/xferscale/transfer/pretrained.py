@@ -1,4 +1,12 @@
-"""A pre-trained checkpoint as the starting point of fine-tuning runs."""
+"""A pre-trained checkpoint as the starting point of fine-tuning runs.
+
+Which file of a pre-training run transfer starts from (:func:`resolve_checkpoint`): a run
+that validated keeps ``best.pt``, its weights of the lowest validation loss, beside
+``checkpoint.pt``, its last state. Naming the run folder or its ``checkpoint.pt`` selects
+``best.pt`` where it exists (the paper's ``finetune.py`` loads the ``model.pth.tar`` that
+``pretrain.py`` ``save_best`` wrote), else ``checkpoint.pt``; ``last=True`` (the command's
+``--last-checkpoint``) keeps ``checkpoint.pt``; any other file is used as named.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -13,6 +21,9 @@ from xferscale.models import build_model, reset_head
 from xferscale.report.paper import source_images
 from xferscale.results import config_hash
 from xferscale.transfer.public_weights import WeightsError, is_weight_file, load_public_weights, source_of
+from xferscale.validation import BEST_NAME
+
+LAST_NAME = "checkpoint.pt"  # the trainer's last state (xferscale.trainer.CHECKPOINT_NAME)
 
 REQUIRED_KEYS = ("model", "model_name", "num_classes")
 
@@ -37,6 +48,9 @@ class Pretrained:
     step: int
     source: str
     train_samples: int | None = None  # images per epoch of the pre-training run (its checkpoint says)
+    sha256: str | None = None  # of the checkpoint file (suite checkpoints)
+    selected_by: dict[str, Any] | None = None  # best.pt: the validation that selected it (epoch, val_loss, ...)
+    train_data: dict[str, Any] | None = None  # what it trained on: {"path", "split", "source"} (its checkpoint says)
 
     @classmethod
     def random_init(cls, model_name: str) -> "Pretrained":
@@ -104,10 +118,37 @@ def _from_public_weights(path: Path, source: str | None) -> Pretrained:
     except WeightsError as err:
         raise CheckpointError(str(err)) from err
     # what identifies the weights in the records: the file's content, not its path
-    config = {"name": source, "public_weights": {"file": path.name, "sha256": file_digest(path)}}
+    digest = file_digest(path)
+    config = {"name": source, "public_weights": {"file": path.name, "sha256": digest}}
     # train_samples unknown: source_images is the paper's figure for ImageNet-1k / -21k
     return Pretrained(path=path, model_name=info.model, num_classes=info.num_classes, state=model.state_dict(),
-                      config=config, step=0, source=source)
+                      config=config, step=0, source=source, sha256=digest)
+
+
+def resolve_checkpoint(path: str | Path, last: bool = False) -> Path:
+    """The file to start from: ``best.pt`` for a run folder or its ``checkpoint.pt`` where the
+    run validated and kept one, unless ``last``; otherwise the file named (or the folder's
+    ``checkpoint.pt``)."""
+    path = Path(path)
+    if path.is_dir():
+        folder, named = path, path / LAST_NAME
+    elif path.name == LAST_NAME:
+        folder, named = path.parent, path
+    else:
+        return path
+    best = folder / BEST_NAME
+    return best if not last and best.is_file() else named
+
+
+def describe_choice(pretrained: Pretrained) -> str:
+    """One line: which file of the run is used, and why."""
+    if pretrained.path is None:
+        return "random init"
+    if pretrained.selected_by:
+        sel = pretrained.selected_by
+        return (f"{pretrained.path} (lowest validation loss {sel['val_loss']:.4f}, after epoch {sel['epoch']}, "
+                f"step {sel['step']}; --last-checkpoint for {LAST_NAME})")
+    return str(pretrained.path)
 
 
 def load_pretrained(path: str | Path, source: str | None = None) -> Pretrained:
@@ -126,4 +167,5 @@ def load_pretrained(path: str | Path, source: str | None = None) -> Pretrained:
     return Pretrained(path=path, model_name=ckpt["model_name"], num_classes=int(ckpt["num_classes"]),
                       state=ckpt["model"], config=config, step=int(ckpt.get("step", 0)),
                       source=source or source_name(config, ckpt["model_name"]),
-                      train_samples=ckpt.get("train_samples"))
+                      train_samples=ckpt.get("train_samples"), sha256=file_digest(path),
+                      selected_by=ckpt.get("selected_by"), train_data=ckpt.get("train_data"))
