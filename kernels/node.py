@@ -19,6 +19,11 @@ the reason, ``failed`` with the error), its figure and its details:
   against 30 uninterrupted steps, with deterministic kernels: bit-identical, or the largest
   difference and why.
 
+Each train item also reads the GPU's energy counter (NVML) around its timed window: watts and
+images per joule beside images/s, and from them the GPU energy (kWh) of every shipped
+pre-training config at its schedule's total steps (``energy_projection``). Without a counter
+(no NVML, no GPU) those fields are null and say "no counter" with the reason.
+
 Without a GPU the same command runs the tiny model on the CPU (64 px, fp32, gloo between two
 processes) in about a minute: the paths, not the figures, are what it checks there.
 
@@ -43,6 +48,7 @@ from typing import Any, Callable
 
 import torch
 
+from xferscale.energy import NO_COUNTER, EnergyProjection, fields_text, project_paper_runs, projection_table
 from xferscale.kernels.output import emit_result
 
 PRECISIONS = ("fp32", "tf32", "amp_fp16", "amp_bf16")
@@ -146,7 +152,7 @@ def train_item(precision: str) -> Callable[[NodePlan], Item]:
             raise Failed(f"loss is {r['loss']} after {plan.warmup + plan.steps} steps")
         figure = (f"{r['images_per_s_total']:.1f} img/s, step p50/p90 {r['step_time_ms_p50']:.1f}/"
                   f"{r['step_time_ms_p90']:.1f} ms, peak {r['peak_memory_gb']:.2f} GB, {_mfu_text(r)}, "
-                  f"loss {r['loss']:.3f}")
+                  f"{fields_text(r)}, loss {r['loss']:.3f}")
         return Item(f"train/{precision}", "ok", figure, detail=r)
     return run
 
@@ -162,7 +168,8 @@ def r152x4_item(plan: NodePlan) -> Item:
     if not math.isfinite(r["loss"]):
         raise Failed(f"loss is {r['loss']}")
     return Item("train/r152x4", "ok", f"fits at 16/GPU (amp_fp16): {r['images_per_s_total']:.1f} img/s, "
-                                      f"peak {r['peak_memory_gb']:.1f} GB, {_mfu_text(r)}", detail=r)
+                                      f"peak {r['peak_memory_gb']:.1f} GB, {_mfu_text(r)}, {fields_text(r)}",
+                detail=r)
 
 
 def baseline_item(plan: NodePlan) -> Item:
@@ -347,26 +354,53 @@ def _run(names: list[str], plan: NodePlan, args: argparse.Namespace) -> dict[str
     started = time.perf_counter()
     items = [run_item(name, plan) for name in names]
     print(table(items))
+    projection = energy_projection(items)
+    if projection:
+        print(projection_table(projection))
     counts = {s: sum(i.status == s for i in items) for s in ("ok", "skipped", "failed")}
     result = {"host": socket.gethostname(), "device": plan.device.type, "device_name": plan.device_name,
               "gpus": plan.gpus, "world_size": 1, "torch": torch.__version__, "model": plan.model,
               "seconds": round(time.perf_counter() - started, 1), **counts,
-              "items": {i.name: asdict(i) for i in items}}
+              "items": {i.name: asdict(i) for i in items},
+              "energy_projection": [{**asdict(p), "images": p.images, "kwh": p.kwh} for p in projection]}
     if args.json_out:
         args.json_out.parent.mkdir(parents=True, exist_ok=True)
         args.json_out.write_text(json.dumps(result, indent=1, default=str) + "\n")
-    emit_result("node", {**result, "items": {i.name: {"status": i.status, "figure": i.figure, "reason": i.reason,
+    emit_result("node", {**result, "energy_projection": [{"config": p["config"], "kwh": p["kwh"]}
+                                                         for p in result["energy_projection"]],
+                         "items": {i.name: {"status": i.status, "figure": i.figure, "reason": i.reason,
                                                       **_headline(i)} for i in items}})
     if counts["failed"]:
         raise SystemExit(1)  # after the table and the JSON line: a failed item fails the command
     return result
 
 
+def energy_projection(items: list[Item]) -> list[EnergyProjection]:
+    """kWh of the shipped pre-training configs from the train items' measured J/image (their
+    model and precision); empty when no train item ran."""
+    measured: dict[tuple[str, str], tuple[float, str]] = {}
+    counters: list[str] = []
+    for item in items:
+        d = item.detail
+        if item.status != "ok" or "energy_counter" not in d:
+            continue
+        counters.append(d["energy_counter"])
+        if d["images_per_joule"]:
+            measured[(d["model"], d["precision"])] = (1 / d["images_per_joule"],
+                                                      f"{item.name}: {d['energy_counter']} on {d['device_name']}")
+    if not counters:
+        return []
+    # Nothing measured with a counter: every row says why (e.g. "no counter: cpu device ...").
+    missing = None if measured else next((c for c in counters if c.startswith(NO_COUNTER)), None)
+    return project_paper_runs(measured, missing=missing)
+
+
 def _headline(item: Item) -> dict[str, Any]:
     """The figures a check compares, flat, for the JSON line."""
     d = item.detail
     keys = ("images_per_s_total", "step_time_ms_p50", "step_time_ms_p90", "peak_memory_gb", "mfu", "loss",
-            "ratio_median", "fraction", "busbw_gbps", "copy_gbps", "max_abs_diff", "identical")
+            "ratio_median", "fraction", "busbw_gbps", "copy_gbps", "max_abs_diff", "identical", "watts",
+            "images_per_joule", "energy_counter")
     return {k: d[k] for k in keys if k in d and not isinstance(d[k], (dict, list))}
 
 

@@ -4,12 +4,15 @@ Times :class:`xferscale.trainer.TrainStep` (forward, backward, gradient all-redu
 SGD) on a model at a precision and per-GPU batch, fed either by one synthetic batch kept
 on the device (compute only) or by the prepared-dataset loader (DALI or torch). Warm-up
 steps are excluded. Throughput is measured on every rank and summed ("as measured"), so
-a straggler lowers the total instead of hiding behind rank 0 x N.
+a straggler lowers the total instead of hiding behind rank 0 x N. The GPUs' energy over the
+same timed window (NVML, :mod:`xferscale.energy`) gives watts and images per joule; without
+a counter those fields are null and ``energy_counter`` says why.
 """
 from __future__ import annotations
 
 import argparse
 import itertools
+import math
 import resource
 import sys
 import time
@@ -22,6 +25,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from xferscale import distributed as xdist
 from xferscale.config import DataConfig
+from xferscale.energy import EnergyReading, fields_text, meter_for
 from xferscale.kernels.output import emit_result
 from xferscale.losses import LOSSES
 from xferscale.models import MODEL_NAMES, build_model
@@ -139,6 +143,16 @@ def _model_flops(model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor
     return float(counter.get_total_flops())
 
 
+def _energy_fields(reading: EnergyReading, env: xdist.DistEnv, images: int) -> dict[str, Any]:
+    """The timed window's energy summed over the ranks' GPUs (no counter if one rank has none)."""
+    joules = _gather(math.nan if reading.joules is None else reading.joules, env)
+    if reading.joules is not None and any(math.isnan(j) for j in joules):
+        reading = EnergyReading(reading.seconds, None, "no counter: not on every rank")
+    elif reading.joules is not None:
+        reading = EnergyReading(reading.seconds, sum(joules), reading.source)
+    return reading.fields(images)
+
+
 def summarise(per_rank_ips: list[float], step_ms: list[float]) -> dict[str, float]:
     """Totals and step-time percentiles of a measured run."""
     times = np.asarray(step_ms, dtype=float)
@@ -179,6 +193,7 @@ def _run(args: argparse.Namespace, env: xdist.DistEnv) -> dict[str, Any]:
             ("peak memory GB", result["peak_memory_gb"]),
             ("model TFLOP/s per rank", result["tflops_per_rank"]),
             ("MFU", f"{100 * result['mfu']:.1f} %" if result["mfu"] is not None else "n/a (device peak unknown)"),
+            ("energy", fields_text(result)),
             ("last loss", result["loss"]),
         ])
     sys.stdout.flush()
@@ -204,6 +219,8 @@ def measure(args: argparse.Namespace, env: xdist.DistEnv) -> dict[str, Any]:
     xdist.barrier(env)
 
     clock = _StepClock(env.device)
+    meter = meter_for(env.device)
+    meter.start()
     start = time.perf_counter()
     clock.mark()
     for _ in range(args.steps):
@@ -211,6 +228,8 @@ def measure(args: argparse.Namespace, env: xdist.DistEnv) -> dict[str, Any]:
         clock.mark()
     _sync(env.device)
     elapsed = time.perf_counter() - start
+    reading = meter.stop()
+    meter.close()
 
     per_rank = _gather(args.steps * args.batch_size / elapsed, env)
     result = {
@@ -222,6 +241,7 @@ def measure(args: argparse.Namespace, env: xdist.DistEnv) -> dict[str, Any]:
         **summarise(per_rank, clock.step_times_ms()),
         "peak_memory_gb": max(_gather(_peak_memory_gb(env.device), env)),
         "flops_per_image": flops_per_step / args.batch_size,
+        **_energy_fields(reading, env, args.steps * args.batch_size * env.world_size),
     }
     peak = peak_tflops(result["device_name"], args.precision)
     achieved = flops_per_step * args.steps / elapsed

@@ -65,6 +65,16 @@ class TrainThroughputBase(XferscaleRun):
     def peak_memory(self):
         return self.result_value("peak_memory_gb")
 
+    # Energy of the timed window (NVML); without a counter the value is null and ReFrame
+    # skips the variable with the reason.
+    @performance_function("W")
+    def power(self):
+        return self.result_value("watts")
+
+    @performance_function("img/J")
+    def images_per_joule(self):
+        return self.result_value("images_per_joule")
+
 
 class ScalingSweepBase(TrainThroughputBase):
     """Throughput on N workers and E(N) = 100 T(N) / (N T(1)) against the 1-worker run.
@@ -189,7 +199,8 @@ class LoaderThroughputBase(XferscaleRun):
                 "--image-size", str(self.image_size), "--batches", str(self.batches), "--warmup", "1",
                 "--workers", str(self.workers)]
         dataset = self.dataset or (self.current_partition.extras.get("dataset", "") if self.on_gpu else "")
-        return args + (["--data", dataset] if dataset else ["--synthetic-images", "64"])
+        # Synthetic JPEGs: two batches' worth, so an epoch holds full batches at every size.
+        return args + (["--data", dataset] if dataset else ["--synthetic-images", str(max(64, 2 * self.batch_size))])
 
     @sanity_function
     def assert_measured(self):
@@ -219,10 +230,13 @@ class NodeAcceptanceBase(XferscaleRun):
 
     #: Comma-separated items (empty: all), as ``xferscale bench node --only``.
     only = variable(str, value="")
+    #: Timed steps per item (0: the kernel's default, 30 on a GPU).
+    steps = variable(int, value=0)
     result_kernel = "node"
 
     def xferscale_args(self) -> list[str]:
-        return ["bench", "node", *(["--only", self.only] if self.only else [])]
+        return ["bench", "node", *(["--only", self.only] if self.only else []),
+                *(["--steps", str(self.steps)] if self.steps else [])]
 
     @run_before("run")
     def whole_node(self) -> None:
@@ -263,3 +277,7 @@ class NodeAcceptanceBase(XferscaleRun):
     @performance_function("%")
     def input_torch_kept(self):
         return 100 * self.item_value("input/torch", "fraction")
+
+    @performance_function("img/J")
+    def images_per_joule_amp_bf16(self):
+        return self.item_value("train/amp_bf16", "images_per_joule")
