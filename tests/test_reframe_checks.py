@@ -2,16 +2,20 @@
 
 The real CPU-mode run of the checks is `checks/run_ci.sh` (make reframe-ci), not here.
 """
+import io
 import json
 import os
 import re
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
 import yaml
 
+from _data_fixtures import jpeg_bytes
+from xferscale.cli import main
 from xferscale.report.scaling import paper_efficiencies
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -173,17 +177,58 @@ def test_experiment_job_scripts_fit_the_partition_and_chain_requeues(tmp_path):
     launch = text.strip().splitlines()[-1]
     assert f'-B"{root}:{root}"' in launch and f'-B"{data}:{data}"' in launch and "--cleanenv" in launch
     assert f"--output-dir {root}/pretrain/benchmark/r50x1_in1k-4gpu" in launch
-    assert "no prepared dataset at" in out  # the other sources have no dataset.json here
+    # one node at the paper's 64 images per GPU (4096 on 64 GPUs): global batch 256
+    assert "train.global_batch=256" in launch
+    # the other sources have no dataset.json here: the message names a command that makes one
+    assert (f"`xferscale prepare chexpert_mimic --raw chexpert=RAW_CHEXPERT_DIR --raw mimic_cxr=RAW_MIMIC_CXR_DIR "
+            f"--out {data}/chexpert_mimic`") in out
+    command = re.search(r"no prepared dataset at \S+/in21k \(make it with `([^`]+)`", out)[1]
+    assert command == f"xferscale prepare in21k --raw RAW_DIR --out {data}/in21k"
+    raw = tmp_path / "raw21k"  # run as printed, a raw folder filled in: two synset tars of JPEGs
+    raw.mkdir()
+    for s, wnid in enumerate(("n01440764", "n01443537")):
+        with tarfile.open(raw / f"{wnid}.tar", "w") as tar:
+            for i in range(3):
+                image = jpeg_bytes(40 * s + i, (20, 16))
+                info = tarfile.TarInfo(f"{wnid}_{i}.JPEG")
+                info.size = len(image)
+                tar.addfile(info, io.BytesIO(image))
+    assert main([*command.replace("RAW_DIR", str(raw)).split()[1:], "--workers", "1", "--no-progress"]) == 0
+    assert json.loads((data / "in21k" / "dataset.json").read_text())["name"] == "imagenet21k"
 
     _, scripts = _dry_run(tmp_path / "full", "--system", "juwels_booster:booster", "-S", "mode=full", *common, **env)
     (text,) = [t for t in scripts.values() if "r50x1_in1k" in t]
+    run = root / "pretrain" / "full" / "r50x1_in1k"
     for line in ("#SBATCH --requeue", "#SBATCH --open-mode=append", "#SBATCH --signal=USR1@300",
-                 "export XFERSCALE_STOP_MARKER=xferscale.stopped", "rm -f xferscale.stopped",
-                 'scontrol requeue "$SLURM_JOB_ID"'):
+                 f"export XFERSCALE_STOP_MARKER={run}/xferscale.stopped", f"rm -f {run}/xferscale.stopped",
+                 f"if [ -e {run}/xferscale.stopped ]", 'scontrol requeue "$SLURM_JOB_ID"'):
         assert line in text, line
     assert "#SBATCH --time=24:0:0" in text or "#SBATCH --time=24:00:00" in text
     assert "#SBATCH --nodes=16" in text or "#SBATCH --ntasks=64" in text
-    assert f"--output-dir {root}/pretrain/full/r50x1_in1k --resume" in text
+    assert f"--output-dir {run} --resume" in text and "train.global_batch" not in text  # the paper's run as written
+
+
+def test_full_run_on_fewer_gpus_keeps_the_papers_batch_per_gpu(tmp_path):
+    """-S gpus=4: the chain on one develbooster node; -S extra_overrides is a list of overrides."""
+    data, root = tmp_path / "prepared", tmp_path / "experiments"
+    (data / "chexpert").mkdir(parents=True)
+    (data / "chexpert" / "dataset.json").write_text("{}")
+    env = dict(XFERSCALE_DATA_ROOT=str(data), XFERSCALE_EXPERIMENT_ROOT=str(root))
+    out, scripts = _dry_run(tmp_path / "a", "--system", "juwels_booster:develbooster", "-S", "mode=full",
+                            "-S", "gpus=4", "-S", "extra_overrides=train.log_every=10,train.precision=tf32",
+                            "-S", "chain_job_time=00:30:00", "-n", "PretrainExperiment", **env)
+    (text,) = [t for t in scripts.values() if "--config r152x4_chexpert " in t]
+    assert "#SBATCH --ntasks=4\n" in text
+    assert "#SBATCH --time=0:30:0" in text or "#SBATCH --time=00:30:00" in text
+    (launch,) = [line for line in text.splitlines() if line.startswith("srun ")]
+    # 16 per GPU on the paper's 64 (1024): 64 on 4 GPUs; the warm-up is in epochs and stays
+    assert launch.endswith(f"train.global_batch=64 data.path={data}/chexpert train.log_every=10 train.precision=tf32")
+    assert f"--output-dir {root}/pretrain/full/r152x4_chexpert-4gpu --resume" in launch
+    assert "4 GPUs instead of the paper's 64: global batch 64 instead of 1024" in out
+
+    out, _ = _dry_run(tmp_path / "b", "--system", "juwels_booster:develbooster", "-S", "mode=full", "-S", "gpus=12",
+                      "-n", "PretrainExperiment", **env)
+    assert "-S gpus=12: choose one of 1, 2, 4, 8, 16, 32, 64, 128, 256" in out
 
 
 def test_transfer_experiment_starts_from_a_finished_pretraining_of_the_same_root(tmp_path):
@@ -202,7 +247,8 @@ def test_transfer_experiment_starts_from_a_finished_pretraining_of_the_same_root
     _, scripts = _dry_run(tmp_path / "c", *args, XFERSCALE_EXPERIMENT_ROOT=str(root))
     (text,) = [t for t in scripts.values() if "--target cifar10 " in t]
     assert f"--checkpoint {run}/checkpoint.pt" in text and f"--results {root}/transfer/full" in text
-    assert "--seeds 0-4" in text and "#SBATCH --signal=USR1@300" in text
+    assert "--seeds 0-4" in text and "#SBATCH --signal=USR1@300" in text and "--no-report" in text
+    assert f"export XFERSCALE_STOP_MARKER={root}/transfer/full/in1k/r50x1/cifar10/xferscale.stopped" in text
 
 
 def test_transfer_experiment_starts_from_a_published_checkpoint(tmp_path):

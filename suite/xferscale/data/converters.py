@@ -13,13 +13,18 @@ Declared ``markers`` (files that only the expected folder holds, e.g. CheXpert's
 ``train.csv``) let ``--raw`` name a parent folder: the one sub-folder (up to two levels down)
 that holds a marker is used, and several are an error naming them.
 Only registrations count: a module's own constants are never read as the protocol.
+
+The pre-training configs and the experiment checks' data root name the ImageNet sources
+``in1k`` and ``in21k``; :data:`ALIASES` makes ``xferscale prepare in1k`` the ``imagenet1k``
+converter, so either name works wherever a dataset is named.
 """
 from __future__ import annotations
 
 import importlib
 import pkgutil
+import shlex
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
@@ -72,6 +77,9 @@ class Converter:
 
 _REGISTRY: dict[str, Converter] = {}
 
+#: Short dataset names (configs, data root folders) -> the converter registered for them.
+ALIASES: dict[str, str] = {"in1k": "imagenet1k", "in21k": "imagenet21k"}
+
 
 def register_converter(name: str, description: str, *, sources: Iterable[str] = (),
                        options: Iterable[ConverterOption] = (),
@@ -102,8 +110,21 @@ def discover(package: str = PACKAGE) -> dict[str, Converter]:
         except Exception as err:  # noqa: BLE001 - any import failure of a plug-in module
             print(f"warning: converter module {package}.{info.name} cannot be imported: {err}", file=sys.stderr)
     prefix = f"{package}."
-    return {name: c for name, c in sorted(_REGISTRY.items())
-            if c.module.startswith(prefix) and c.module in sys.modules}
+    found = {name: c for name, c in sorted(_REGISTRY.items())
+             if c.module.startswith(prefix) and c.module in sys.modules}
+    for alias, name in ALIASES.items():
+        if name in found:
+            found[alias] = replace(found[name], name=alias, description=f"the same as {name} (its short name)")
+    return dict(sorted(found.items()))
+
+
+def prepare_command(name: str, out: str) -> str:
+    """The ``xferscale prepare`` line that writes dataset ``name`` to ``out`` (raw folders as
+    placeholders), e.g. for a message saying that a prepared dataset is missing."""
+    converter = discover().get(name)
+    sources = converter.sources if converter else ()
+    raws = [f"--raw {source}=RAW_{source.upper()}_DIR" for source in sources] or ["--raw RAW_DIR"]
+    return " ".join(["xferscale prepare", shlex.quote(name), *raws, "--out", shlex.quote(out)])
 
 
 def all_options(converters: Iterable[Converter]) -> dict[str, list[Converter]]:
