@@ -3,6 +3,7 @@ level encodes their class, so label alignment can be checked from the pixels."""
 from __future__ import annotations
 
 import io
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -78,3 +79,16 @@ def write_unique(out: Path, raw: Path, n: int = 30, shard_size: int = 8) -> Path
     spec = DatasetSpec("unique", "multiclass", CLASSES)
     write_dataset(spec, unique_samples(raw, n), out, Reconciliation(), shard_size=shard_size, progress=False)
     return out
+
+
+def write_cifar10_release(folder: Path, per_batch: int, seed: int = 0) -> Path:
+    """CIFAR-10's python release in ``folder``: five training batches and a test batch of
+    ``per_batch`` random 32x32 images each, pickled at protocol 2 with bytes keys, as shipped."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"batch_label": b"b", b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+                 b"labels": [int(x) for x in rng.integers(0, 10, per_batch)], b"filenames": [b"f.png"] * per_batch}
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
+    (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": [b"c%d" % i for i in range(10)]}, protocol=2))
+    return folder

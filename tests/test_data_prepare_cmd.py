@@ -155,21 +155,11 @@ def test_help_lists_converters(plugins, capsys):
 
 def test_prepare_real_converter_then_load(tmp_path):
     """The shipped CIFAR-10 converter on its real pickle layout, then both loaders."""
-    import pickle
-
-    import numpy as np
-
+    from _data_fixtures import write_cifar10_release
     from xferscale.config import DataConfig
     from xferscale.data.loader import build_loader
 
-    raw = tmp_path / "cifar-10-batches-py"
-    raw.mkdir()
-    rng = np.random.default_rng(0)
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        batch = {b"batch_label": b"b", b"data": rng.integers(0, 256, (4, 3072), dtype=np.uint8),
-                 b"labels": [int(x) for x in rng.integers(0, 10, 4)], b"filenames": [b"f.png"] * 4}
-        (raw / name).write_bytes(pickle.dumps(batch, protocol=2))
-    (raw / "batches.meta").write_bytes(pickle.dumps({b"label_names": [b"c%d" % i for i in range(10)]}, protocol=2))
+    write_cifar10_release(tmp_path / "cifar-10-batches-py", per_batch=4)
     assert main(["prepare", "cifar10", "--raw", str(tmp_path), "--out", str(tmp_path / "out"), "--no-progress"]) == 0
     for backend in ("dali", "torch"):
         cfg = DataConfig(source="prepared", path=str(tmp_path / "out"), split="test", backend=backend,

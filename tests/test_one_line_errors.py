@@ -5,14 +5,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import pickle
 import resource
 import subprocess
 from pathlib import Path
 
-import numpy as np
 import pytest
 
+from _data_fixtures import write_cifar10_release
 from _transfer_fixtures import write_checkpoint
 from conftest import run_xferscale, xferscale_cmd
 from xferscale.cli import os_error_line
@@ -42,15 +41,7 @@ def one_line(stderr: str) -> str:
 @pytest.fixture
 def cifar_raw(tmp_path) -> Path:
     """CIFAR-10's python batches: 240 noisy 32x32 images, about 0.75 MB once encoded as PNG."""
-    raw = tmp_path / "raw" / "cifar-10-batches-py"
-    raw.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        batch = {b"batch_label": b"b", b"data": rng.integers(0, 256, (40, 3072), dtype=np.uint8),
-                 b"labels": [int(x) for x in rng.integers(0, 10, 40)], b"filenames": [b"f.png"] * 40}
-        (raw / name).write_bytes(pickle.dumps(batch, protocol=2))
-    (raw / "batches.meta").write_bytes(pickle.dumps({b"label_names": [b"c%d" % i for i in range(10)]}, protocol=2))
-    return raw.parent
+    return write_cifar10_release(tmp_path / "raw" / "cifar-10-batches-py", per_batch=40).parent
 
 
 def prepare(raw: Path, out: Path, limit_bytes: int | None = None) -> subprocess.CompletedProcess:
