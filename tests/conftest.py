@@ -41,17 +41,20 @@ def start_xferscale(*args: str, nproc: int = 1, env: dict[str, str] | None = Non
                             text=True, env={**_env(), **(env or {})})
 
 
-def child_pids(pid: int) -> list[int]:
-    """The direct children of ``pid`` (torchrun's workers), from /proc."""
-    children = []
+def process_stats() -> list[tuple[int, list[str]]]:
+    """(pid, the fields of /proc/<pid>/stat after the command name: state, ppid, pgrp, ...)."""
+    found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
+            found.append((int(stat.parent.name), stat.read_text().rsplit(")", 1)[1].split()))
+        except OSError:  # the process ended meanwhile
             continue
-        if int(fields[1]) == pid:
-            children.append(int(stat.parent.name))
-    return sorted(children)
+    return found
+
+
+def child_pids(pid: int) -> list[int]:
+    """The direct children of ``pid`` (torchrun's workers), from /proc."""
+    return sorted(child for child, fields in process_stats() if int(fields[1]) == pid)
 
 
 def load_weights(run_dir: Path) -> dict[str, torch.Tensor]:

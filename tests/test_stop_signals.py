@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from _data_fixtures import write_tiny
-from conftest import _env, start_xferscale, xferscale_cmd
+from conftest import _env, process_stats, start_xferscale, xferscale_cmd
 from test_reliability import _wait_until_catching
 
 TRIES = 20
@@ -23,15 +23,7 @@ AT_ONCE = 3  # jobs in flight together: the loop stays short on a small machine
 
 def _group_members(pgid: int) -> list[int]:
     """The processes of process group ``pgid`` (the command, its fork server, its workers)."""
-    members = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            members.append(int(stat.parent.name))
-    return members
+    return [pid for pid, fields in process_stats() if int(fields[2]) == pgid and fields[0] != "Z"]
 
 
 def _catching(pid: int, sig: int) -> bool:
