@@ -32,6 +32,9 @@ except ImportError:  # numpy < 2
     from numpy.core.multiarray import _reconstruct
 
 
+CHECKPOINT_NAME = "checkpoint.pt"  # a pre-training run's last state, in its output folder
+
+
 class CheckpointWriteError(OSError):
     """A checkpoint could not be written (full disk, no permission); the previous one is kept."""
 
@@ -140,11 +143,18 @@ def _write_digests(sidecar: Path, digests: list[str]) -> None:
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint, verified against its digest file where it has one."""
+    return load_checkpoint_and_digest(path, map_location)[0]
+
+
+def load_checkpoint_and_digest(path: str | Path,
+                               map_location: str | torch.device = "cpu") -> tuple[dict[str, Any], str]:
+    """:func:`load_checkpoint`, with the SHA-256 it verified the file by (what a record names it by)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointReadError(f"checkpoint {path} does not exist")
     known = _read_digests(digest_path(path))
-    if known and file_digest(path) not in known:
+    digest = file_digest(path)
+    if known and digest not in known:
         raise CheckpointReadError(f"checkpoint {path} is corrupt: its bytes changed after it was written (SHA-256 "
                                   f"differs from {digest_path(path).name}); delete both to start over")
     try:
@@ -156,7 +166,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointReadError(f"checkpoint {path} cannot be read ({first}); delete it to start over") from err
     if not isinstance(state, dict):
         raise CheckpointReadError(f"checkpoint {path} holds a {type(state).__name__}, not an xferscale checkpoint")
-    return state
+    return state, digest
 
 
 def load_tensors(path: str | Path, map_location: str | torch.device = "cpu") -> Any:

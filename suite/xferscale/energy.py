@@ -51,7 +51,6 @@ class EnergyReading:
                 "energy_counter": self.source}
 
 
-
 def fields_text(fields: dict[str, Any]) -> str:
     """One human phrase of :meth:`EnergyReading.fields`: watts and images per joule, or why not."""
     if fields.get("energy_j") is None:

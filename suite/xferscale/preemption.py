@@ -103,6 +103,11 @@ class StopRequest:
     def signum(self) -> int | None:
         return StopRequest._received
 
+    @property
+    def cause(self) -> int | str:
+        """Why the ranks agreed to stop: this process's signal, or another rank's."""
+        return StopRequest._received or "signal on another rank"
+
     def __enter__(self) -> "StopRequest":
         if StopRequest._depth == 0:
             for sig in self.SIGNALS:

@@ -19,7 +19,7 @@ from torch import nn
 from tqdm import tqdm
 
 from xferscale.checkpoint import (
-    digest_path, load_checkpoint, nonfinite_entries, rng_state, save_checkpoint, set_rng_state,
+    CHECKPOINT_NAME, digest_path, load_checkpoint, nonfinite_entries, rng_state, save_checkpoint, set_rng_state,
 )
 from xferscale.config import ConfigError, ExperimentConfig, dump_config
 from xferscale.data.loader import Batches, build_loader
@@ -33,8 +33,6 @@ from xferscale.precision import autocast_context, configure_matmul, make_grad_sc
 from xferscale.preemption import StopRequest
 from xferscale.schedule import build_schedule, plan_schedule
 from xferscale.validation import BEST_NAME, ValidationResult, Validator
-
-CHECKPOINT_NAME = "checkpoint.pt"
 
 
 # Config keys that do not change what a run computes: a resume may change them.
@@ -336,7 +334,7 @@ class Trainer:
             with StopRequest() as stop:
                 if self.pending_validation is not None:  # resumed where a stop interrupted the validation
                     if not self._validate(stop, meter, log):
-                        stopped_by = stop.signum or "signal on another rank"
+                        stopped_by = stop.cause
                     self.save()
                 while self.step < self.total_steps and stopped_by is None:
                     for images, targets in self.loader.epoch(self.epoch, self.batch_in_epoch):
@@ -358,9 +356,9 @@ class Trainer:
                                 log.flush()
                             bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.3g}")
                             if stop_votes:
-                                stopped_by = stop.signum or "signal on another rank"
+                                stopped_by = stop.cause
                         elif poll.due(self.step) and poll.agreed(stop.signum is not None):
-                            stopped_by = stop.signum or "signal on another rank"
+                            stopped_by = stop.cause
                         if stopped_by or last:
                             break
                         if self.step % cfg.train.checkpoint_every == 0:
@@ -371,7 +369,7 @@ class Trainer:
                             self.pending_validation = self.epoch - 1
                     if self.pending_validation is not None and stopped_by is None:
                         if not self._validate(stop, meter, log):
-                            stopped_by = stop.signum or "signal on another rank"
+                            stopped_by = stop.cause
                     self.save()
         finally:
             bar.close()

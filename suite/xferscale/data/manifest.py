@@ -80,16 +80,19 @@ def write_manifest(path: Path, spec: DatasetSpec, rows: Iterable[ManifestRow]) -
     return count
 
 
-def _check_columns(path: Path, reader: csv.DictReader) -> None:
-    if tuple(reader.fieldnames or ()) not in (MANIFEST_COLUMNS, LEGACY_COLUMNS):
+def _check_columns(path: Path, header: Iterable[str] | None) -> tuple[str, ...]:
+    """The manifest's header, if it is one this version reads (with or without digests)."""
+    columns = tuple(header or ())
+    if columns not in (MANIFEST_COLUMNS, LEGACY_COLUMNS):
         raise PrepareError(f"{path}: expected columns {', '.join(MANIFEST_COLUMNS)}")
+    return columns
 
 
 def read_manifest(path: Path, spec: DatasetSpec) -> list[ManifestRow]:
     try:
         with open(path, newline="") as f:
             reader = csv.DictReader(f)
-            _check_columns(path, reader)
+            _check_columns(path, reader.fieldnames)
             return [
                 ManifestRow(
                     row["key"], row["shard"], row["member"],
@@ -108,10 +111,7 @@ def iter_digests(path: Path) -> Iterator[tuple[str, str | None]]:
     try:
         with open(path, newline="") as f:
             reader = csv.reader(f)
-            header = tuple(next(reader, ()))
-            if header not in (MANIFEST_COLUMNS, LEGACY_COLUMNS):
-                raise PrepareError(f"{path}: expected columns {', '.join(MANIFEST_COLUMNS)}")
-            if header == LEGACY_COLUMNS:
+            if _check_columns(path, next(reader, None)) == LEGACY_COLUMNS:
                 yield from ((row[0], None) for row in reader)
                 return
             column = MANIFEST_COLUMNS.index("sha256")

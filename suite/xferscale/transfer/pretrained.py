@@ -16,14 +16,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from xferscale.checkpoint import file_digest, load_checkpoint
+from xferscale.checkpoint import CHECKPOINT_NAME, file_digest, load_checkpoint_and_digest
 from xferscale.models import build_model, reset_head
 from xferscale.report.paper import source_images
 from xferscale.results import config_hash
 from xferscale.transfer.public_weights import WeightsError, is_weight_file, load_public_weights, source_of
 from xferscale.validation import BEST_NAME
-
-LAST_NAME = "checkpoint.pt"  # the trainer's last state (xferscale.trainer.CHECKPOINT_NAME)
 
 REQUIRED_KEYS = ("model", "model_name", "num_classes")
 
@@ -131,8 +129,8 @@ def resolve_checkpoint(path: str | Path, last: bool = False) -> Path:
     ``checkpoint.pt``)."""
     path = Path(path)
     if path.is_dir():
-        folder, named = path, path / LAST_NAME
-    elif path.name == LAST_NAME:
+        folder, named = path, path / CHECKPOINT_NAME
+    elif path.name == CHECKPOINT_NAME:
         folder, named = path.parent, path
     else:
         return path
@@ -147,7 +145,7 @@ def describe_choice(pretrained: Pretrained) -> str:
     if pretrained.selected_by:
         sel = pretrained.selected_by
         return (f"{pretrained.path} (lowest validation loss {sel['val_loss']:.4f}, after epoch {sel['epoch']}, "
-                f"step {sel['step']}; --last-checkpoint for {LAST_NAME})")
+                f"step {sel['step']}; --last-checkpoint for {CHECKPOINT_NAME})")
     return str(pretrained.path)
 
 
@@ -157,7 +155,7 @@ def load_pretrained(path: str | Path, source: str | None = None) -> Pretrained:
     if is_weight_file(path):
         return _from_public_weights(path, source)
     try:
-        ckpt = load_checkpoint(path)
+        ckpt, digest = load_checkpoint_and_digest(path)
     except (FileNotFoundError, ValueError) as err:
         raise CheckpointError(str(err)) from err
     missing = [k for k in REQUIRED_KEYS if k not in ckpt]
@@ -167,5 +165,5 @@ def load_pretrained(path: str | Path, source: str | None = None) -> Pretrained:
     return Pretrained(path=path, model_name=ckpt["model_name"], num_classes=int(ckpt["num_classes"]),
                       state=ckpt["model"], config=config, step=int(ckpt.get("step", 0)),
                       source=source or source_name(config, ckpt["model_name"]),
-                      train_samples=ckpt.get("train_samples"), sha256=file_digest(path),
+                      train_samples=ckpt.get("train_samples"), sha256=digest,
                       selected_by=ckpt.get("selected_by"), train_data=ckpt.get("train_data"))
